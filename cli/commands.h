@@ -1,0 +1,14 @@
+// Subcommands of the `sparsetune` executable, one file each (cli/<name>.cpp). Each Add* function
+// registers its subcommand on `app` with its options and --help text; when the subcommand is
+// chosen, its callback runs the command and stores the exit code in `exit_code`. Commands are
+// thin: parse into a struct, call one library function, print. Errors are thrown as
+// sparsetune::Error and turned into one line on stderr by main().
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace sparsetune::cli {
+
+void AddValidateCommand(CLI::App& app, int& exit_code);
+
+}  // namespace sparsetune::cli
