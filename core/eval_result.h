@@ -60,8 +60,14 @@ class CandidateEvaluator {
   virtual EvalResult dense_baseline() = 0;
   // Model geometry as schedule-v1 "model" JSON, used to build candidate schedules.
   virtual Json model_geometry() const = 0;
-  // Where latency comes from ("cupti" or "wall_clock") and the device name, for provenance.
+  // The device name ("cpu: ..." or the GPU's name), for provenance.
   virtual std::string device_name() const = 0;
+  // Per-head advice for seeding the search, from the dense run of the first calibration sample:
+  // {"arm": [[pattern name per head] per layer],                  ARM's pick for each head
+  //  "error": [[[relative L2 error per option] per head] per layer]}  attention-output error of
+  // each of `head_options` (schedule-v1 head pattern objects) against dense attention. A null
+  // result means the workload cannot give advice; the search then skips these seeds.
+  virtual Json head_advice(const std::vector<Json>& head_options) { return nullptr; }
 };
 
 }  // namespace sparsetune
