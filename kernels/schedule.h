@@ -50,6 +50,9 @@ std::array<int64_t, 3> RopeSplitFor(int64_t head_dim);
 struct TokenOrder {
   TokenOrderKind kind = TokenOrderKind::kTiles;
   std::array<int64_t, 3> tile = {1, 4, 4};  // tile [frames, height, width] (tiles only)
+  // Compares `tile` only for kTiles (raster ignores it).
+  bool operator==(const TokenOrder& o) const;
+  bool operator!=(const TokenOrder& o) const { return !(*this == o); }
 };
 
 // One head's pattern and its parameters. Which fields matter depends on `pattern`.
@@ -60,7 +63,9 @@ struct HeadPattern {
   bool first_frame_sink = true;  // block_sparse: first-frame rows and columns dense
   int64_t mask_refresh = 1;      // block_sparse: recompute the mask every N steps (cached between)
   int64_t arm_refresh = 4;       // auto: re-run ARM's recognition every N steps
+  // Compares only the fields `pattern` uses: patterns that run the same compare equal.
   bool operator==(const HeadPattern& o) const;
+  bool operator!=(const HeadPattern& o) const { return !(*this == o); }
 };
 
 // Replaces the pattern of some heads for a range of steps. -1 in layer/head means "all".
@@ -70,6 +75,8 @@ struct PatternOverride {
   int64_t layer = -1;
   int64_t head = -1;
   HeadPattern pattern;
+  bool operator==(const PatternOverride& o) const;
+  bool operator!=(const PatternOverride& o) const { return !(*this == o); }
 };
 
 // TimeRipple reuse of partial attention scores per RoPE channel group.
@@ -78,10 +85,14 @@ struct ReuseConfig {
   // Per step: reuse a key's (t/h/w)-group partial scores from its reference token when the
   // cosine similarity of their group channels is >= threshold[step]; > 1 disables at that step.
   std::vector<double> threshold;
+  // Compares `threshold` only when enabled (disabled reuse ignores it).
+  bool operator==(const ReuseConfig& o) const;
+  bool operator!=(const ReuseConfig& o) const { return !(*this == o); }
 };
 
 struct Schedule {
   static constexpr int kVersion = 1;
+  static constexpr const char* kFormat = "sparsetune.schedule";  // the file's "format" value
   ModelGeometry model;
   int64_t block_size = 32;                // tokens per attention block (query and key)
   TokenOrder token_order;
@@ -99,6 +110,10 @@ struct Schedule {
 
   // A schedule that runs everything dense, for `model`.
   static Schedule Dense(const ModelGeometry& model);
+
+  // Field-by-field equality (what a JSON round trip preserves).
+  bool operator==(const Schedule& o) const;
+  bool operator!=(const Schedule& o) const { return !(*this == o); }
 };
 
 // Throws InputError("<source>: field '<path>': ...") for any invalid field, including internal
@@ -112,8 +127,20 @@ void SaveSchedule(const std::filesystem::path& path, const Schedule& schedule);
 void ValidateSchedule(const Schedule& schedule, const std::string& source);
 
 // Throws InputError naming the first field of `schedule.model` that differs from `workload`.
+// A rope_split of {0, 0, 0} on either side stands for RopeSplitFor(head_dim).
 void CheckGeometryMatches(const Schedule& schedule, const ModelGeometry& workload,
                           const std::string& source);
+
+// The pieces of a schedule file on their own, with the same rules and messages: a head pattern
+// object (e.g. the search's head options) and the "model" object. `path` names the value in
+// messages ("" for a document root).
+HeadPattern HeadPatternFromJson(const Json& value, const std::string& source,
+                                const std::string& path = "");
+Json HeadPatternToJson(const HeadPattern& pattern);
+// Fills rope_split with RopeSplitFor(head_dim) when the object has none.
+ModelGeometry ModelGeometryFromJson(const Json& value, const std::string& source,
+                                    const std::string& path = "");
+Json ModelGeometryToJson(const ModelGeometry& model);
 
 // True when `document` declares itself a schedule ("format": "sparsetune.schedule").
 bool LooksLikeSchedule(const Json& document);
