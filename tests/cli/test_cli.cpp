@@ -1,0 +1,71 @@
+// End-to-end checks of the `sparsetune` executable as a user runs it: exit codes, one-line errors,
+// help and version output.
+#include <string>
+
+#include "tests/catch.h"
+#include "tests/test_util.h"
+
+using sparsetune::test::RunCommand;
+using sparsetune::test::TempDir;
+using sparsetune::test::WriteText;
+
+namespace {
+
+const std::string kCli = SPARSETUNE_CLI;
+const std::string kSource = SPARSETUNE_SOURCE_DIR;
+
+int Lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("--help and --version work", "[cli]") {
+  auto help = RunCommand(kCli + " --help");
+  CHECK(help.exit_code == 0);
+  CHECK(help.out.find("validate") != std::string::npos);
+  auto version = RunCommand(kCli + " --version");
+  CHECK(version.exit_code == 0);
+  CHECK(version.out.find("sparsetune 0.") != std::string::npos);
+  CHECK(version.out.find("libtorch: ") != std::string::npos);
+  CHECK(version.out.find("CUPTI profiler compiled in: ") != std::string::npos);
+  CHECK(version.out.find("CUDA device present: ") != std::string::npos);
+  auto sub_help = RunCommand(kCli + " validate --help");
+  CHECK(sub_help.exit_code == 0);
+  CHECK(sub_help.out.find("--config") != std::string::npos);
+}
+
+TEST_CASE("usage errors exit 2", "[cli]") {
+  CHECK(RunCommand(kCli + " validate").exit_code == 2);
+  CHECK(RunCommand(kCli + " no-such-command").exit_code == 2);
+  CHECK(RunCommand(kCli + " --no-such-flag").exit_code == 2);
+}
+
+TEST_CASE("validate: missing file and unknown key exit 2 with one line", "[cli]") {
+  TempDir dir;
+  auto missing = RunCommand(kCli + " validate " + (dir / "missing.json").string());
+  CHECK(missing.exit_code == 2);
+  CHECK(Lines(missing.err) == 1);
+  CHECK(missing.err.find("missing.json: file not found") != std::string::npos);
+
+  WriteText(dir / "typo.json",
+            R"({"workload": {"kind": "tiny-vdit", "calibration": [{"class": 0, "seed": 1}]},
+                "serach": {}})");
+  auto typo = RunCommand(kCli + " validate " + (dir / "typo.json").string());
+  CHECK(typo.exit_code == 2);
+  CHECK(Lines(typo.err) == 1);
+  CHECK(typo.err.find("typo.json: field 'serach': unknown key") != std::string::npos);
+
+  WriteText(dir / "broken.json", "{\"workload\": ");
+  auto broken = RunCommand(kCli + " validate " + (dir / "broken.json").string());
+  CHECK(broken.exit_code == 2);
+  CHECK(broken.err.find("invalid JSON at line 1") != std::string::npos);
+}
+
+TEST_CASE("validate accepts the shipped default config", "[cli]") {
+  auto ok = RunCommand(kCli + " validate " + kSource + "/configs/default.json");
+  CHECK(ok.exit_code == 0);
+  CHECK(ok.out.find("valid job config 'default'") != std::string::npos);
+}
