@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/eval_result.h"
 #include "core/json_reader.h"
 
@@ -92,18 +93,32 @@ class Store {
   // Records that candidate `number` was exported to `path`.
   virtual void record_export(int64_t job_id, int64_t number, const std::string& path,
                              const Json& schedule) = 0;
+
+  // The job's Pareto front and best feasible candidate, as defined by ParetoFront / BestFeasible
+  // below. The SQLite store answers from its SQL views `pareto` and `best_feasible` (the contract
+  // tests check both agree); the defaults compute them from candidates(job_id). Both throw
+  // StoreError (bad input) when the job does not exist.
+  virtual std::vector<CandidateRecord> pareto(int64_t job_id) const;
+  virtual std::optional<CandidateRecord> best_feasible(int64_t job_id) const;
 };
 
+// The schema version this build writes and reads (table `schema_version`).
+constexpr int64_t kSchemaVersion = 1;
+
 // Best feasible COMPLETE candidate (highest objective; ties: higher speedup, then lower number).
+// Candidates whose objective is NaN are skipped; a NaN speedup ranks below every number.
 std::optional<CandidateRecord> BestFeasible(const std::vector<CandidateRecord>& candidates);
-// COMPLETE candidates not dominated in (objective, speedup), sorted by speedup ascending.
+// COMPLETE candidates not dominated in (objective, speedup), both maximized, sorted by speedup
+// ascending (ties: number). Candidates with a NaN objective or speedup take no part; candidates
+// equal in both are all kept.
 std::vector<CandidateRecord> ParetoFront(const std::vector<CandidateRecord>& candidates);
 
 // Opens (creating if needed) a SQLite store; ":memory:" for an in-memory database. Throws
 // StoreError: bad input (exit 2) for an unwritable path, a file that is not a sparsetune store or
 // a store written by a newer schema version.
 std::unique_ptr<Store> OpenSqliteStore(const std::filesystem::path& path);
-// Opens an existing SQLite store read-only-ish (does not create); throws when missing.
+// Opens an existing SQLite store (never creates one; writes stay possible). Throws StoreError
+// (bad input) when the file is missing or is not a sparsetune store.
 std::unique_ptr<Store> OpenExistingSqliteStore(const std::filesystem::path& path);
 std::unique_ptr<Store> MakeMemoryStore();
 
