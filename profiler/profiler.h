@@ -1,8 +1,8 @@
 // Latency measurement of a region of work (one generation, one attention call, ...).
 //
-// Two implementations behind one interface: CUPTI kernel profiling on a CUDA device (the sum of
-// kernel durations recorded by the Activity API inside the region), and wall clock where CUPTI or
-// a device is absent. A Measurement says which one produced it. The CUPTI session, the mockable
+// Two implementations behind one interface: CUPTI kernel profiling on a CUDA device (the device
+// busy time of the kernels, memcpys and memsets recorded by the Activity API inside the region),
+// and wall clock where CUPTI or a device is absent. A Measurement says which one produced it. The CUPTI session, the mockable
 // CUPTI wrapper and the Chrome-trace export live beside this file (docs/profiler.md).
 #pragma once
 
@@ -32,12 +32,15 @@ struct KernelRecord {
 
 struct Measurement {
   std::string source;              // "cupti" | "wall_clock"
-  std::vector<double> repeat_ns;   // per timed repeat: sum of kernel time (CUPTI) or wall time
+  std::vector<double> repeat_ns;   // per timed repeat: device busy time, the length of the union
+                                   // of its records' [start, end) intervals (CUPTI), or wall time
   double median_ns = 0;            // median of repeat_ns
   double spread = 0;               // (max - min) / median of repeat_ns
   std::vector<KernelTime> kernels; // per kernel, aggregated over all timed repeats
   std::vector<KernelRecord> records;  // raw records of the timed repeats (for Chrome traces)
-  int64_t dropped_records = 0;     // records CUPTI reported dropped (0 on the wall clock)
+  int64_t dropped_records = 0;     // records CUPTI reported dropped or delivered without
+                                   // timestamps (0 on the wall clock)
+  std::vector<std::string> warnings;  // one line each: dropped records, empty repeats, ...
 };
 
 class Profiler {
@@ -65,7 +68,25 @@ std::unique_ptr<Profiler> MakeWallClockProfiler();
 // wall clock. `why` (optional) receives a one-line reason when it fell back.
 std::unique_ptr<Profiler> MakeProfiler(bool want_device, std::string* why = nullptr);
 
-// Writes records as Chrome trace JSON (Perfetto / chrome://tracing).
+// Writes records as Chrome trace JSON (Perfetto / chrome://tracing): one complete ("X") event per
+// record, ts and dur in microseconds since the earliest record, pid = device, tid = stream, plus
+// process/thread name metadata ("M") events.
 Json ChromeTrace(const std::vector<KernelRecord>& records, const std::string& process_name);
+
+// Demangles an Itanium C++ ABI name ("_Z..."); other names come back unchanged.
+std::string DemangleKernelName(const std::string& name);
+
+// Median of `values` (even count: mean of the two middle values); 0 for none.
+double Median(std::vector<double> values);
+
+// Throws InputError for warmup < 0 or repeats < 1, RunError for an empty region; every
+// Profiler::measure() starts with it.
+void CheckMeasureArguments(const std::function<void()>& region, int warmup, int repeats);
+
+// The Measurement of `repeats` timed repeats from their records (each tagged with its repeat):
+// repeat_ns as the union of record intervals per repeat, median, spread, per-kernel aggregation.
+// Both profilers finish through this, so the two sources are summarised the same way.
+Measurement SummarizeRecords(const std::string& source, std::vector<KernelRecord> records,
+                             int repeats);
 
 }  // namespace sparsetune
