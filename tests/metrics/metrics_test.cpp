@@ -300,3 +300,22 @@ TEST_CASE("attention errors reject bad inputs", "[metrics]") {
   REQUIRE_THROWS_WITH(st::CompareAttention(ref, test), "CompareAttention: test contains NaN or Inf");
   REQUIRE_THROWS_AS(st::CompareAttentionPerHead(ref, test), st::ShapeError);
 }
+
+TEST_CASE("CUDA inputs give the CPU results", "[metrics][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("skipped: libtorch sees no CUDA device");
+    return;
+  }
+  const auto [ref, test] = NoisyPair({2, 3, 20, 18}, 0.05, 11);
+  const torch::Tensor ref_gpu = ref.to(torch::kCUDA), test_gpu = test.to(torch::kCUDA);
+  const st::VideoQuality cpu = st::CompareVideos(ref, test);
+  const st::VideoQuality gpu = st::CompareVideos(ref_gpu, test_gpu);
+  CHECK(gpu.psnr == Approx(cpu.psnr).epsilon(1e-12));
+  CHECK(gpu.ssim == Approx(cpu.ssim).epsilon(1e-12));
+  const st::AttentionError e_cpu = st::CompareAttention(ref, test);
+  const st::AttentionError e_gpu = st::CompareAttention(ref_gpu, test_gpu);
+  CHECK(e_gpu.rel_l2 == Approx(e_cpu.rel_l2).epsilon(1e-12));
+  CHECK(e_gpu.cosine == Approx(e_cpu.cosine).epsilon(1e-12));
+  CHECK(e_gpu.max_abs == Approx(e_cpu.max_abs).epsilon(1e-12));
+  REQUIRE_THROWS_WITH(st::Psnr(ref, test_gpu), "Psnr: ref is on cpu but test is on cuda:0");
+}
