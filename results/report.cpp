@@ -171,9 +171,8 @@ std::string JobDetails(const JobSummary& s) {
   if (s.best) {
     const CandidateRecord& b = *s.best;
     out << "  best        #" << b.number << " (generation " << b.generation << ", " << b.origin
-        << "): " << j.objective << " " << FormatNumber(b.objective, 4) << ", psnr "
-        << FormatNumber(b.result.psnr, 2) << " dB, ssim " << FormatNumber(b.result.ssim, 4)
-        << ", speedup " << FormatNumber(b.result.speedup, 2) << "x, latency "
+        << "): psnr " << FormatNumber(b.result.psnr, 2) << " dB, ssim "
+        << FormatNumber(b.result.ssim, 4) << ", speedup " << FormatNumber(b.result.speedup, 2) << "x, latency "
         << FormatNumber(b.result.latency_ms, 3) << " ms, density "
         << FormatNumber(b.result.density, 3) << "\n";
   } else {
