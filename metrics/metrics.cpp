@@ -82,8 +82,8 @@ double PsnrFromMse(double mse, double data_range) {
   return std::min(kPsnrCap, 10.0 * std::log10(data_range * data_range / mse));
 }
 
-// Normalised 1-D Gaussian taps of the SSIM window, as a float64 tensor on `options`' device.
-torch::Tensor GaussianTaps(const torch::TensorOptions& options) {
+// Normalised 1-D Gaussian taps of the SSIM window.
+std::vector<double> GaussianTaps() {
   std::vector<double> taps(kSsimWindow);
   double sum = 0;
   for (int64_t i = 0; i < kSsimWindow; ++i) {
@@ -92,20 +92,28 @@ torch::Tensor GaussianTaps(const torch::TensorOptions& options) {
     sum += taps[i];
   }
   for (double& v : taps) v /= sum;
-  return torch::tensor(taps, torch::dtype(torch::kDouble)).to(options.device());
+  return taps;
+}
+
+// Correlates `z` with `taps` along `dim`, keeping only outputs whose window lies inside z
+// ('valid'). Eleven shifted multiply-adds run several times faster than a float64 conv2d on CPU.
+torch::Tensor FilterValid(const torch::Tensor& z, const std::vector<double>& taps, int64_t dim) {
+  const int64_t out = z.size(dim) - kSsimWindow + 1;
+  torch::Tensor acc = z.narrow(dim, 0, out) * taps[0];
+  for (int64_t i = 1; i < kSsimWindow; ++i) acc.add_(z.narrow(dim, i, out), taps[i]);
+  return acc;
 }
 
 // Mean SSIM of each image of x, y: [N, H, W] float64 -> [N]. Local statistics use the separable
 // Gaussian window. scikit-image filters with reflected borders and then drops kSsimRadius pixels
 // at each edge before the mean; the window of every pixel it keeps lies inside the image, so the
-// border mode never reaches the result and a 'valid' convolution gives the kept pixels exactly.
+// border mode never reaches the result and a 'valid' filter gives the kept pixels exactly.
 torch::Tensor SsimPerImage(const torch::Tensor& x, const torch::Tensor& y, double data_range) {
   const int64_t n = x.size(0);
-  // One batched convolution serves all five local moments.
-  const torch::Tensor moments = torch::cat({x, y, x * x, y * y, x * y}, 0).unsqueeze(1);
-  const torch::Tensor taps = GaussianTaps(x.options());
-  torch::Tensor filtered = torch::conv2d(moments, taps.view({1, 1, kSsimWindow, 1}));
-  filtered = torch::conv2d(filtered, taps.view({1, 1, 1, kSsimWindow})).squeeze(1);
+  const std::vector<double> taps = GaussianTaps();
+  // One batched filter serves all five local moments.
+  const torch::Tensor moments = torch::cat({x, y, x * x, y * y, x * y}, 0);
+  const torch::Tensor filtered = FilterValid(FilterValid(moments, taps, 1), taps, 2);
   const std::vector<torch::Tensor> m = filtered.split(n, 0);
   const torch::Tensor& ux = m[0];
   const torch::Tensor& uy = m[1];
