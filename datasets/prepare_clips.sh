@@ -6,7 +6,7 @@
 # video is decoded with ffmpeg, resampled to a fixed frame rate, center-cropped to a square,
 # downscaled with area averaging and stored as
 #   OUT/<name>.safetensors   tensor "frames": U8 [T, SIZE, SIZE, 3] RGB, metadata source, fps,
-#                            original_size, frames
+#                            original_size, frames, settings
 #   OUT/index.json           {"version": 1, "clips": [{name, file, class_id, frames, height,
 #                            width, fps, source}, ...]}, class ids by sorted name
 # The format is read by LoadClips (datasets/clips.h) and described in docs/datasets.md.
@@ -16,7 +16,8 @@
 #   --source VIDEO  use these videos (.gz allowed) instead of opencv-doc's; repeatable
 #   --force         decode again even where OUT/<name>.safetensors exists
 #   --no-install    fail instead of installing opencv-doc when it is missing
-# Idempotent: existing clips are kept unless --force; index.json is rewritten every run.
+# Idempotent: a clip written before with the same settings is kept unless --force; index.json
+# is rewritten every run.
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,7 +45,7 @@ while [ $# -gt 0 ]; do
     --force) force=1; shift ;;
     --no-install) install=0; shift ;;
     --source) sources+=("${2:?--source needs a video file}"); shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -78,6 +79,7 @@ if [ ${#sources[@]} -eq 0 ]; then
   [ ${#sources[@]} -gt 0 ] || die "opencv-doc ships none of: $wanted_names"
 fi
 
+settings="fps=$fps size=$size max_frames=$max_frames"
 mkdir -p "$out_dir"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -94,11 +96,15 @@ json_escape() {
   printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
 }
 
-# Frame count of a clip this script wrote, read back from its header.
+# Frame count of a clip this script wrote with the same settings, or nothing when the file was
+# written with other settings (or by something else) and must be decoded again.
 existing_frames() {
   local file=$1 n
   n=$(od -An -t u8 -N 8 "$file" | tr -d ' ')
-  tail -c +9 "$file" | head -c "$n" | sed -n 's/.*"frames":{"dtype":"U8","shape":\[\([0-9]*\),.*/\1/p'
+  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -lt 65536 ] || return 0
+  # head stops reading the file itself; a consumer that quits early would SIGPIPE under pipefail.
+  head -c "$((n + 8))" "$file" | tail -c "$n" | grep -F "\"settings\":\"$settings\"" |
+    sed -n 's/.*"frames":{"dtype":"U8","shape":\[\([0-9]*\),.*/\1/p' || true
 }
 
 declare -A clip_frames clip_source
@@ -128,7 +134,7 @@ for src in "${sources[@]}"; do
     input="$work/$base"
     zcat "$src" >"$input"
   fi
-  original=$(ffprobe -v error -select_streams v:0 -show_entries stream=width,height -of csv=p=0:s=x "$input" | head -n 1)
+  original=$(ffprobe -v error -select_streams v:0 -show_entries stream=width,height -of csv=p=0:s=x "$input" | sed -n 1p)
   [ -n "$original" ] || die "$src: ffprobe found no video stream"
   echo "$name: decoding $src ($original) at $fps fps to ${size}x${size}, at most $max_frames frames"
   raw="$work/$name.rgb"
@@ -142,7 +148,7 @@ for src in "${sources[@]}"; do
   [ "$frames" -gt 0 ] && [ $((frames * frame_bytes)) -eq "$bytes" ] ||
     die "$src: ffmpeg produced $bytes bytes, not a whole number of ${size}x${size} RGB frames"
 
-  header="{\"__metadata__\":{\"source\":\"$(json_escape "$src")\",\"fps\":\"$fps\",\"original_size\":\"$original\",\"frames\":\"$frames\"},\"frames\":{\"dtype\":\"U8\",\"shape\":[$frames,$size,$size,3],\"data_offsets\":[0,$bytes]}}"
+  header="{\"__metadata__\":{\"source\":\"$(json_escape "$src")\",\"fps\":\"$fps\",\"original_size\":\"$original\",\"frames\":\"$frames\",\"settings\":\"$settings\"},\"frames\":{\"dtype\":\"U8\",\"shape\":[$frames,$size,$size,3],\"data_offsets\":[0,$bytes]}}"
   while [ $((${#header} % 8)) -ne 0 ]; do header+=" "; done
   {
     write_u64_le "${#header}"

@@ -179,6 +179,15 @@ TEST_CASE("clips: prepare_clips.sh turns a video into clips LoadClips reads", "[
   REQUIRE(second.exit_code == 0);
   CHECK(Contains(second.out, "bars: kept"));
   CHECK(LoadClips(out).size() == 1);
+  // Other settings make the kept file stale: it is decoded again and the index follows.
+  const std::string smaller = "'" + script + "' --out '" + out.string() + "' --size 8 --frames 12 --fps 5 --source '" +
+                              video.string() + "'";
+  const test::CommandResult third = test::RunCommand(smaller);
+  REQUIRE(third.exit_code == 0);
+  CHECK(Contains(third.out, "bars: wrote"));
+  clips = LoadClips(out);
+  REQUIRE(clips.size() == 1);
+  CHECK(clips[0].frames.sizes().vec() == std::vector<int64_t>{10, 8, 8, 3});
   const test::CommandResult bad = test::RunCommand("'" + script + "' --size 0 --source '" + video.string() + "'");
   CHECK(bad.exit_code != 0);
   CHECK(Contains(bad.err, "--size must be a positive integer"));
