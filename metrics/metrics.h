@@ -26,8 +26,10 @@ constexpr double kPsnrCap = 100.0;
 constexpr double kSsimK1 = 0.01;
 constexpr double kSsimK2 = 0.03;
 constexpr double kSsimSigma = 1.5;  // Gaussian window standard deviation, pixels
-constexpr int64_t kSsimRadius = 5;  // window half-width: int(3.5 * sigma + 0.5), scikit-image's truncation
-constexpr int64_t kSsimWindow = 2 * kSsimRadius + 1;  // 11: smallest frame height and width accepted
+// Window half-width in pixels: int(3.5 * sigma + 0.5), scikit-image's truncation of the Gaussian.
+constexpr int64_t kSsimRadius = 5;
+// Window side, 11 pixels: also the smallest frame height and width SSIM accepts.
+constexpr int64_t kSsimWindow = 2 * kSsimRadius + 1;
 
 // min(10 log10(data_range^2 / MSE), kPsnrCap) over all elements of `ref` and `test` (any equal
 // shape). `data_range`: max - min of the value range, 1 for frames in [0, 1].

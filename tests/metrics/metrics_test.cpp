@@ -297,7 +297,8 @@ TEST_CASE("attention errors reject bad inputs", "[metrics]") {
       st::CompareAttentionPerHead(ref[0], test[0]),
       "CompareAttentionPerHead: ref has shape [2, 8, 4], expected attention outputs [B, H, N, D]");
   test[0][1][2][3] = std::numeric_limits<float>::quiet_NaN();
-  REQUIRE_THROWS_WITH(st::CompareAttention(ref, test), "CompareAttention: test contains NaN or Inf");
+  REQUIRE_THROWS_WITH(st::CompareAttention(ref, test),
+                      "CompareAttention: test contains NaN or Inf");
   REQUIRE_THROWS_AS(st::CompareAttentionPerHead(ref, test), st::ShapeError);
 }
 
