@@ -1,0 +1,221 @@
+#include <set>
+
+#include "core/error.h"
+#include "search/job.h"
+#include "search/space.h"
+#include "tests/catch.h"
+#include "tests/search/fakes.h"
+
+using namespace sparsetune;
+using sparsetune::test::FakeEvaluator;
+using sparsetune::test::SimulatedKill;
+using sparsetune::test::ToyConfig;
+using sparsetune::test::ToyGeometry;
+
+namespace {
+
+std::set<std::string> CompleteHashes(const Store& store, int64_t job) {
+  std::set<std::string> out;
+  for (const CandidateRecord& c : store.candidates(job)) {
+    if (c.state == CandidateState::kComplete) out.insert(c.genome_hash);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a job is reproducible for a seed and ends with its best feasible candidate",
+          "[search]") {
+  for (const char* strategy : {"evolutionary", "nsga2", "random"}) {
+    const JobConfig c = ToyConfig(strategy, 5);
+    FakeEvaluator e1, e2;
+    const auto s1_owner = MakeMemoryStore(), s2_owner = MakeMemoryStore();
+    Store& s1 = *s1_owner;
+    Store& s2 = *s2_owner;
+    const JobSummary a = RunJob(c, e1, s1, {});
+    const JobSummary b = RunJob(c, e2, s2, {});
+    REQUIRE(a.best);
+    REQUIRE(b.best);
+    CHECK(a.best->genome_hash == b.best->genome_hash);
+    CHECK(a.best->objective == b.best->objective);
+    CHECK(a.best->feasible);
+    CHECK(a.evaluated == b.evaluated);
+    CHECK(s1.job(a.job_id).state == "COMPLETE");
+    CHECK(s1.baseline(a.job_id)->latency_ms == FakeEvaluator::kDenseMs);
+    // The best is the best feasible row of the store.
+    for (const CandidateRecord& r : s1.candidates(a.job_id)) {
+      if (r.state == CandidateState::kComplete && r.feasible) CHECK(r.objective <= a.best->objective);
+      CHECK(r.state != CandidateState::kRunning);
+    }
+    // The dense seed is the first candidate and is infeasible under min_speedup 1.6.
+    const CandidateRecord first = *s1.candidate(a.job_id, 0);
+    if (std::string(strategy) != "random") {
+      CHECK(first.origin == "seed:dense");
+      CHECK_FALSE(first.feasible);
+    }
+  }
+}
+
+TEST_CASE("a job never evaluates a genome twice", "[search]") {
+  // A tiny space (2 heads, 3 steps, few options) where the strategies hit repeats often.
+  JobConfig c = ToyConfig("random", 3);
+  c.space.patterns = {"dense", "block_sparse"};
+  c.space.keeps = {0.3};
+  c.space.budgets = {0.5};
+  c.space.warmup_steps = {1};
+  c.search.population = 6;
+  c.search.generations = 4;
+  c.search.batch_size = 4;
+  for (const char* strategy : {"random", "evolutionary"}) {
+    c.search.strategy = strategy;
+    FakeEvaluator evaluator(ToyGeometry(1, 2, 3));
+    const auto store_owner = MakeMemoryStore();
+    Store& store = *store_owner;
+    const JobSummary s = RunJob(c, evaluator, store, {});
+    CHECK(s.reused > 0);
+    CHECK(s.evaluated == evaluator.evaluations);
+    for (const auto& entry : evaluator.per_schedule) CHECK(entry.second == 1);
+    CHECK(static_cast<int64_t>(store.candidates(s.job_id).size()) == s.evaluated);
+    CHECK(s.candidates == s.evaluated);
+  }
+}
+
+TEST_CASE("a failing candidate becomes a FAIL row and the job goes on", "[search]") {
+  JobConfig c = ToyConfig("evolutionary", 2);
+  FakeEvaluator evaluator;
+  // Every schedule with a block_sparse head in layer 0 head 0 fails (the uniform block_sparse
+  // seeds among them).
+  evaluator.fail_if = [](const Json& s) { return s["heads"][0][0]["pattern"] == "block_sparse"; };
+  const auto store_owner = MakeMemoryStore();
+  Store& store = *store_owner;
+  const JobSummary s = RunJob(c, evaluator, store, {});
+  CHECK(s.failed > 0);
+  int64_t fails = 0;
+  for (const CandidateRecord& r : store.candidates(s.job_id)) {
+    if (r.state != CandidateState::kFail) continue;
+    ++fails;
+    CHECK(r.result.error == "synthetic failure");
+    CHECK_FALSE(r.feasible);
+  }
+  CHECK(fails == s.failed);
+  CHECK(store.job(s.job_id).state == "COMPLETE");
+  REQUIRE(s.best);
+  CHECK(s.best->schedule["heads"][0][0]["pattern"] != "block_sparse");
+}
+
+TEST_CASE("a killed job resumes to the same best without re-evaluating finished candidates",
+          "[search]") {
+  for (const char* strategy : {"evolutionary", "nsga2"}) {
+    JobConfig c = ToyConfig(strategy, 11);
+    c.search.batch_size = 3;  // the kill lands in the middle of a generation
+
+    FakeEvaluator clean_evaluator;
+    const auto clean_store_owner = MakeMemoryStore();
+    Store& clean_store = *clean_store_owner;
+    const JobSummary clean = RunJob(c, clean_evaluator, clean_store, {});
+    REQUIRE(clean.best);
+
+    const auto store_owner = MakeMemoryStore();
+    Store& store = *store_owner;
+    FakeEvaluator dying;
+    // Batches of 3, 3, 2 (generation 0), then 3, 3, ...: the kill lands in the fifth batch after
+    // two of its three evaluations, so 11 candidates are COMPLETE and 3 rows are left RUNNING.
+    dying.kill_after = 13;
+    const int64_t kept = 11;
+    REQUIRE_THROWS_AS(RunJob(c, dying, store, {}), SimulatedKill);
+    const int64_t job = store.jobs().at(0).id;
+    CHECK(store.job(job).state == "INTERRUPTED");
+    int64_t running = 0;
+    for (const CandidateRecord& r : store.candidates(job)) {
+      running += r.state == CandidateState::kRunning;
+    }
+    CHECK(running == 3);
+    const std::set<std::string> finished_before = CompleteHashes(store, job);
+    CHECK(static_cast<int64_t>(finished_before.size()) == kept);
+
+    FakeEvaluator evaluator;
+    JobOptions resume;
+    resume.resume_job = job;
+    const JobSummary resumed = RunJob(c, evaluator, store, resume);
+    REQUIRE(resumed.best);
+    CHECK(resumed.job_id == job);
+    CHECK(resumed.best->genome_hash == clean.best->genome_hash);
+    CHECK(resumed.best->objective == clean.best->objective);
+    CHECK(resumed.reused >= kept);
+    // Nothing that was COMPLETE before the kill is evaluated again.
+    for (const CandidateRecord& r : store.candidates(job)) {
+      if (r.number >= kept + 3) CHECK(finished_before.count(r.genome_hash) == 0);
+    }
+    CHECK(evaluator.evaluations + kept == clean_evaluator.evaluations);
+    int64_t interrupted = 0;
+    for (const CandidateRecord& r : store.candidates(job)) {
+      if (r.state == CandidateState::kFail) {
+        CHECK(r.result.error == kInterruptedReason);
+        CHECK(r.number >= kept);
+        CHECK(r.number < kept + 3);
+        ++interrupted;
+      }
+    }
+    CHECK(interrupted == 3);
+    CHECK(store.job(job).state == "COMPLETE");
+    CHECK(CompleteHashes(store, job) == CompleteHashes(clean_store, clean.job_id));
+  }
+}
+
+TEST_CASE("resume checks the job and its config", "[search]") {
+  const JobConfig c = ToyConfig("random", 1);
+  FakeEvaluator evaluator;
+  const auto store_owner = MakeMemoryStore();
+  Store& store = *store_owner;
+  const JobSummary s = RunJob(c, evaluator, store, {});
+  JobOptions resume;
+  resume.resume_job = s.job_id;
+  JobConfig other = c;
+  other.raw["search"]["seed"] = 2;
+  REQUIRE_THROWS_AS(RunJob(other, evaluator, store, resume), InputError);
+  resume.resume_job = 42;
+  REQUIRE_THROWS_AS(RunJob(c, evaluator, store, resume), StoreError);
+  // Resuming a finished job replays it from the store without evaluating anything.
+  resume.resume_job = s.job_id;
+  FakeEvaluator idle;
+  const JobSummary again = RunJob(c, idle, store, resume);
+  CHECK(idle.evaluations == 0);
+  CHECK(again.evaluated == 0);
+  CHECK(again.best->genome_hash == s.best->genome_hash);
+}
+
+TEST_CASE("progress is reported once per generation", "[search]") {
+  JobConfig c = ToyConfig("evolutionary", 8);
+  c.search.batch_size = 3;
+  FakeEvaluator evaluator;
+  const auto store_owner = MakeMemoryStore();
+  Store& store = *store_owner;
+  std::vector<Progress> seen;
+  JobOptions options;
+  options.on_progress = [&seen](const Progress& p) { seen.push_back(p); };
+  const JobSummary s = RunJob(c, evaluator, store, options);
+  REQUIRE(static_cast<int64_t>(seen.size()) == c.search.generations + 1);
+  for (size_t g = 0; g < seen.size(); ++g) {
+    CHECK(seen[g].generation == static_cast<int64_t>(g));
+    CHECK(seen[g].planned == 8 + 3 * 6);
+    CHECK(seen[g].elapsed_s >= 0);
+  }
+  CHECK(seen.back().done == seen.back().planned);
+  CHECK(seen.back().evaluated == s.evaluated);
+  REQUIRE(seen.back().best_objective);
+  CHECK(*seen.back().best_objective == s.best->objective);
+}
+
+TEST_CASE("an evaluator that returns the wrong number of results stops the job", "[search]") {
+  struct Short : FakeEvaluator {
+    std::vector<EvalResult> evaluate(const std::vector<Json>& s) override {
+      auto r = FakeEvaluator::evaluate(s);
+      r.pop_back();
+      return r;
+    }
+  } evaluator;
+  const auto store_owner = MakeMemoryStore();
+  Store& store = *store_owner;
+  REQUIRE_THROWS_AS(RunJob(ToyConfig(), evaluator, store, {}), RunError);
+  CHECK(store.jobs().at(0).state == "INTERRUPTED");
+}
