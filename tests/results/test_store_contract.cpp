@@ -434,6 +434,23 @@ TEST_CASE("sqlite store: data persists across reopen, WAL mode, finished rows fi
   CHECK(raw.exec("UPDATE candidates SET origin = 'edited' WHERE number = 1") == SQLITE_OK);
 }
 
+TEST_CASE("sqlite store: two connections to one file see each other's commits", "[db]") {
+  TempDir dir;
+  std::mt19937 rng(13);
+  const auto path = sparsetune::test::StorePath(dir);
+  auto writer = sparsetune::OpenSqliteStore(path);
+  auto reader = sparsetune::OpenExistingSqliteStore(path);
+  const int64_t job = writer->create_job(sparsetune::test::RandomJob(rng, "shared"));
+  CHECK(reader->job(job).name == "shared");
+  CHECK(Start(*reader, job, "a") == 0);
+  CHECK(Start(*writer, job, "b") == 1);
+  const EvalResult r = sparsetune::test::RandomResult(rng);
+  writer->finish_candidate(job, 0, r, r.psnr, true);
+  REQUIRE(reader->best_feasible(job));
+  CHECK(reader->best_feasible(job)->number == 0);
+  REQUIRE_THROWS_AS(reader->finish_candidate(job, 0, r, r.psnr, true), StoreError);
+}
+
 TEST_CASE("sqlite store: candidate_summary flattens metrics for pandas", "[db]") {
   TempDir dir;
   std::mt19937 rng(11);
