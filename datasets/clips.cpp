@@ -14,6 +14,7 @@ namespace sparsetune {
 namespace {
 
 constexpr int64_t kMaxProceduralSize = 4096;
+constexpr int64_t kMaxProceduralPixels = int64_t{1} << 27;  // 1.5 GiB of float RGB
 constexpr double kPi = 3.14159265358979323846;
 
 // Uniform doubles from a seeded stream. std::uniform_real_distribution is implementation-defined,
@@ -110,6 +111,11 @@ torch::Tensor ProceduralClip(int64_t kind, int64_t frames, int64_t height, int64
       throw InputError(std::string("procedural clip: ") + what + " " + std::to_string(value) +
                        " out of range [1, " + std::to_string(kMaxProceduralSize) + "]");
     }
+  }
+  // A guard against arguments that would allocate far more than any test or training clip needs.
+  if (frames * height * width > kMaxProceduralPixels) {
+    throw InputError("procedural clip: " + std::to_string(frames) + "x" + std::to_string(height) + "x" +
+                     std::to_string(width) + " pixels exceed the limit of " + std::to_string(kMaxProceduralPixels));
   }
   // Mixing the kind into the seed keeps kinds independent when callers reuse one seed.
   Uniform rng(seed ^ (static_cast<uint64_t>(kind) * 0xD1B54A32D192ED03ull));

@@ -38,7 +38,8 @@ constexpr int64_t kProceduralClipKinds = 5;
 
 // A float [frames, 3, height, width] clip with values in [0, 1] showing moving pattern `kind`.
 // Colors, speed, direction and phase are drawn from `seed`: the same arguments always give the
-// same clip. Bad arguments (kind out of range, sizes outside [1, 4096]) are an InputError.
+// same clip. Bad arguments (kind out of range, sizes outside [1, 4096], more than 2^27 pixels in
+// all) are an InputError.
 torch::Tensor ProceduralClip(int64_t kind, int64_t frames, int64_t height, int64_t width, uint64_t seed);
 
 }  // namespace sparsetune

@@ -139,6 +139,7 @@ TEST_CASE("clips: procedural clip arguments are checked", "[datasets]") {
   REQUIRE_THROWS_AS(ProceduralClip(kProceduralClipKinds, 4, 8, 8, 1), InputError);
   REQUIRE_THROWS_AS(ProceduralClip(0, 0, 8, 8, 1), InputError);
   REQUIRE_THROWS_AS(ProceduralClip(0, 4, 8, 5000, 1), InputError);
+  REQUIRE_THROWS_AS(ProceduralClip(0, 4096, 4096, 4096, 1), InputError);
   REQUIRE_THROWS_WITH(ProceduralClip(0, 4, -3, 8, 1), "procedural clip: height -3 out of range [1, 4096]");
   REQUIRE(ProceduralClip(2, 1, 1, 1, 9).numel() == 3);
 }
