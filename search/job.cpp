@@ -17,6 +17,9 @@ const char* const kInterruptedReason = "interrupted: resumed";
 
 namespace {
 
+// Key of the head advice inside the stored baseline's `extra`.
+constexpr const char* kAdviceKey = "head_advice";
+
 std::string WorkloadName(const WorkloadConfig& w) {
   if (w.kind == "tiny-vdit") return w.kind + "/" + w.preset;
   if (w.kind == "shape") return w.kind + "/" + w.shape;
@@ -68,19 +71,25 @@ JobSummary RunJob(const JobConfig& config, CandidateEvaluator& evaluator, Store&
   const int64_t job_id = summary.job_id;
 
   try {
-    // A resumed job keeps the baseline of its first run: the strategy's latency target derives
-    // from it, and the replay must see what the first run saw.
+    // A resumed job keeps the baseline and head advice of its first run: the strategy's latency
+    // target and seeds derive from them, and the replay must see what the first run saw (a
+    // re-measured latency or a last-bit change in an attention error could change a seed). The
+    // advice comes from the dense run, so it is kept with the baseline, in its `extra`.
+    StrategyContext context;
+    context.config = &config;
+    context.space = &space;
     if (std::optional<EvalResult> stored = store.baseline(job_id)) {
       summary.baseline = *stored;
     } else {
       summary.baseline = evaluator.dense_baseline();
+      summary.baseline.extra[kAdviceKey] = evaluator.head_advice(space.head_options());
       store.save_baseline(job_id, summary.baseline);
     }
-
-    StrategyContext context;
-    context.config = &config;
-    context.space = &space;
-    context.head_advice = evaluator.head_advice(space.head_options());
+    if (summary.baseline.extra.is_object() && summary.baseline.extra.contains(kAdviceKey)) {
+      context.head_advice = summary.baseline.extra.at(kAdviceKey);
+    } else {
+      context.head_advice = evaluator.head_advice(space.head_options());
+    }
     context.dense_latency_ms = summary.baseline.latency_ms;
     std::unique_ptr<SearchStrategy> strategy = MakeStrategy(context);
 

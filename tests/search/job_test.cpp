@@ -5,6 +5,7 @@
 #include "search/space.h"
 #include "tests/catch.h"
 #include "tests/search/fakes.h"
+#include "tests/test_util.h"
 
 using namespace sparsetune;
 using sparsetune::test::FakeEvaluator;
@@ -218,4 +219,33 @@ TEST_CASE("an evaluator that returns the wrong number of results stops the job",
   Store& store = *store_owner;
   REQUIRE_THROWS_AS(RunJob(ToyConfig(), evaluator, store, {}), RunError);
   CHECK(store.jobs().at(0).state == "INTERRUPTED");
+}
+
+TEST_CASE("resume works across store reopenings of a SQLite file", "[search]") {
+  JobConfig c = ToyConfig("evolutionary", 19);
+  c.search.batch_size = 5;
+  FakeEvaluator clean_evaluator;
+  const auto clean_store = MakeMemoryStore();
+  const JobSummary clean = RunJob(c, clean_evaluator, *clean_store, {});
+  REQUIRE(clean.best);
+
+  sparsetune::test::TempDir dir;
+  int64_t job = 0;
+  {
+    const auto store = OpenSqliteStore(dir / "jobs.sqlite");
+    FakeEvaluator dying;
+    dying.kill_after = 17;
+    REQUIRE_THROWS_AS(RunJob(c, dying, *store, {}), SimulatedKill);
+    job = store->jobs().at(0).id;
+  }
+  const auto store = OpenExistingSqliteStore(dir / "jobs.sqlite");
+  FakeEvaluator evaluator;
+  JobOptions resume;
+  resume.resume_job = job;
+  const JobSummary resumed = RunJob(c, evaluator, *store, resume);
+  REQUIRE(resumed.best);
+  CHECK(resumed.best->genome_hash == clean.best->genome_hash);
+  CHECK(resumed.best->objective == Approx(clean.best->objective));
+  CHECK(evaluator.evaluations < clean_evaluator.evaluations);
+  CHECK(store->job(job).state == "COMPLETE");
 }
