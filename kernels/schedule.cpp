@@ -25,7 +25,8 @@ constexpr int64_t kMaxRefresh = kMaxSteps;
 constexpr double kMinThreshold = -1.0;
 constexpr double kMaxThreshold = 2.0;
 
-[[noreturn]] void Fail(const std::string& source, const std::string& path, const std::string& what) {
+[[noreturn]] void Fail(const std::string& source, const std::string& path,
+                       const std::string& what) {
   throw InputError(source + ": field '" + path + "': " + what);
 }
 
@@ -35,12 +36,16 @@ std::string Show(double x) {
   return os.str();
 }
 
-// A number in (0, 1]: densities, keep ratios, token budgets.
-double Fraction(JsonReader& r, const std::string& key) {
-  const double x = r.number(key);
+// `value` (found at `key` under `r`) as a number in (0, 1]: densities, keep ratios, budgets.
+// Checked here rather than with JsonReader::number because the interval is open at 0.
+double FractionOf(const JsonReader& r, const std::string& key, const Json& value) {
+  if (!value.is_number()) r.fail(key, "must be a number (got " + Describe(value) + ")");
+  const double x = value.get<double>();
   if (!(x > 0.0 && x <= 1.0)) r.fail(key, "must be a number in (0, 1] (got " + Show(x) + ")");
   return x;
 }
+
+double Fraction(JsonReader& r, const std::string& key) { return FractionOf(r, key, r.raw(key)); }
 
 // The length of r[key] when it is an array, checked against the model's step count before the
 // elements are read, so the message says why that length is expected.
@@ -54,8 +59,8 @@ void RequirePerStep(JsonReader& r, const std::string& key, int64_t steps) {
 
 HeadPattern ReadPattern(JsonReader r) {
   HeadPattern p;
-  const std::string kind = r.choice(
-      "pattern", {"dense", "spatial", "temporal", "textural", "block_sparse", "auto"});
+  const std::string kind =
+      r.choice("pattern", {"dense", "spatial", "temporal", "textural", "block_sparse", "auto"});
   if (kind == "dense") {
     p.pattern = PatternKind::kDense;
   } else if (kind == "spatial" || kind == "temporal" || kind == "textural") {
@@ -85,8 +90,8 @@ ModelGeometry ReadModel(JsonReader r) {
   m.heads = r.integer("heads", 1, kMaxHeads);
   m.head_dim = r.integer("head_dim", 2, kMaxHeadDim);
   if (m.head_dim % 2 != 0) {
-    r.fail("head_dim", "must be even: RoPE rotates channel pairs (got " +
-                           std::to_string(m.head_dim) + ")");
+    r.fail("head_dim",
+           "must be even: RoPE rotates channel pairs (got " + std::to_string(m.head_dim) + ")");
   }
   const std::vector<int64_t> grid = r.integers("grid", 1, kMaxGridSide, 3, 3);
   m.grid = {grid[0], grid[1], grid[2]};
@@ -221,29 +226,40 @@ std::array<int64_t, 3> EffectiveRopeSplit(const ModelGeometry& m) {
 
 const char* ToString(TextPosition p) {
   switch (p) {
-    case TextPosition::kNone: return "none";
-    case TextPosition::kFront: return "front";
-    case TextPosition::kBack: return "back";
+    case TextPosition::kNone:
+      return "none";
+    case TextPosition::kFront:
+      return "front";
+    case TextPosition::kBack:
+      return "back";
   }
   return "?";
 }
 
 const char* ToString(PatternKind p) {
   switch (p) {
-    case PatternKind::kDense: return "dense";
-    case PatternKind::kSpatial: return "spatial";
-    case PatternKind::kTemporal: return "temporal";
-    case PatternKind::kTextural: return "textural";
-    case PatternKind::kBlockSparse: return "block_sparse";
-    case PatternKind::kAuto: return "auto";
+    case PatternKind::kDense:
+      return "dense";
+    case PatternKind::kSpatial:
+      return "spatial";
+    case PatternKind::kTemporal:
+      return "temporal";
+    case PatternKind::kTextural:
+      return "textural";
+    case PatternKind::kBlockSparse:
+      return "block_sparse";
+    case PatternKind::kAuto:
+      return "auto";
   }
   return "?";
 }
 
 const char* ToString(TokenOrderKind k) {
   switch (k) {
-    case TokenOrderKind::kRaster: return "raster";
-    case TokenOrderKind::kTiles: return "tiles";
+    case TokenOrderKind::kRaster:
+      return "raster";
+    case TokenOrderKind::kTiles:
+      return "tiles";
   }
   return "?";
 }
@@ -395,13 +411,12 @@ Schedule ScheduleFromJson(const Json& document, const std::string& source) {
   s.dense_warmup_steps = r.integer("dense_warmup_steps", 0, 0, steps);
   if (r.has("token_budget")) {
     RequirePerStep(r, "token_budget", steps);
-    s.token_budget = r.numbers("token_budget", -std::numeric_limits<double>::infinity(),
-                               std::numeric_limits<double>::infinity());
-    for (size_t i = 0; i < s.token_budget.size(); ++i) {
-      if (!(s.token_budget[i] > 0.0 && s.token_budget[i] <= 1.0)) {
-        r.fail("token_budget[" + std::to_string(i) + "]",
-               "must be a number in (0, 1] (got " + Show(s.token_budget[i]) + ")");
-      }
+    const Json& budget = r.raw("token_budget");
+    if (!budget.is_array()) {
+      r.fail("token_budget", "must be an array of numbers (got " + Describe(budget) + ")");
+    }
+    for (size_t i = 0; i < budget.size(); ++i) {
+      s.token_budget.push_back(FractionOf(r, "token_budget[" + std::to_string(i) + "]", budget[i]));
     }
   }
   s.heads = ReadHeads(r, s.model);
