@@ -26,11 +26,11 @@ int RunResults(ResultsView view, const ResultsOptions& o) {
   const std::unique_ptr<Store> store = OpenExistingSqliteStore(o.db);
   switch (view) {
     case ResultsView::kJobs: {
-      std::vector<JobSummary> jobs;
-      for (const JobRecord& j : store->jobs()) jobs.push_back(SummarizeJob(*store, j.id));
+      std::vector<JobOverview> jobs;
+      for (const JobRecord& j : store->jobs()) jobs.push_back(OverviewOfJob(*store, j.id));
       if (o.json) {
         Json out = Json::array();
-        for (const JobSummary& s : jobs) out.push_back(ToJson(s));
+        for (const JobOverview& s : jobs) out.push_back(ToJson(s));
         std::cout << out.dump(2) << "\n";
       } else if (jobs.empty()) {
         std::cout << o.db << ": no jobs yet\n";
@@ -40,7 +40,7 @@ int RunResults(ResultsView view, const ResultsOptions& o) {
       return 0;
     }
     case ResultsView::kShow: {
-      const JobSummary s = SummarizeJob(*store, o.job);
+      const JobOverview s = OverviewOfJob(*store, o.job);
       std::cout << (o.json ? ToJson(s).dump(2) + "\n" : JobDetails(s));
       return 0;
     }

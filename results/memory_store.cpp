@@ -118,6 +118,20 @@ class MemoryStore : public Store {
     return it->second.baseline;
   }
 
+  void record_heldout(int64_t job_id, int64_t number, double psnr_heldout,
+                      double ssim_heldout) override {
+    auto c = candidate(job_id, number);
+    if (!c) throw NoCandidateError(kSource, job_id, number);
+    if (c->state != CandidateState::kComplete) {
+      throw StoreError(std::string(kSource) + ": candidate " + std::to_string(number) + " of job " +
+                           std::to_string(job_id) + " is not COMPLETE",
+                       true);
+    }
+    CandidateRecord& stored = entry(job_id).candidates[static_cast<size_t>(number)];
+    stored.result.psnr_heldout = psnr_heldout;
+    stored.result.ssim_heldout = ssim_heldout;
+  }
+
   void record_export(int64_t job_id, int64_t number, const std::string& path,
                      const Json& schedule) override {
     if (!candidate(job_id, number)) throw NoCandidateError(kSource, job_id, number);

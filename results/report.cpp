@@ -67,8 +67,8 @@ std::string FormatTable(const std::vector<std::string>& headers,
   return out.str();
 }
 
-JobSummary SummarizeJob(const Store& store, int64_t id) {
-  JobSummary s;
+JobOverview OverviewOfJob(const Store& store, int64_t id) {
+  JobOverview s;
   s.job = store.job(id);
   for (const CandidateRecord& c : store.candidates(id)) {
     if (c.state == CandidateState::kComplete) ++s.complete;
@@ -113,7 +113,7 @@ Json ToJson(const CandidateRecord& c) {
   return j;
 }
 
-Json ToJson(const JobSummary& s) {
+Json ToJson(const JobOverview& s) {
   return Json{{"job", ToJson(s.job)},
               {"candidates",
                {{"complete", s.complete}, {"failed", s.failed}, {"running", s.running}}},
@@ -138,9 +138,9 @@ std::string CandidateTable(const std::vector<CandidateRecord>& candidates) {
                      rows);
 }
 
-std::string JobTable(const std::vector<JobSummary>& jobs) {
+std::string JobTable(const std::vector<JobOverview>& jobs) {
   std::vector<std::vector<std::string>> rows;
-  for (const JobSummary& s : jobs) {
+  for (const JobOverview& s : jobs) {
     rows.push_back({std::to_string(s.job.id), s.job.name, s.job.state, s.job.workload,
                     s.job.objective, std::to_string(s.complete + s.failed + s.running),
                     std::to_string(s.complete), std::to_string(s.failed),
@@ -152,7 +152,7 @@ std::string JobTable(const std::vector<JobSummary>& jobs) {
                      rows);
 }
 
-std::string JobDetails(const JobSummary& s) {
+std::string JobDetails(const JobOverview& s) {
   const JobRecord& j = s.job;
   std::ostringstream out;
   out << "job " << j.id << " '" << j.name << "' (" << j.state << ")\n"

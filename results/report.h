@@ -14,7 +14,7 @@
 namespace sparsetune {
 
 // A job with what a listing needs about its candidates.
-struct JobSummary {
+struct JobOverview {
   JobRecord job;
   int64_t complete = 0;                  // COMPLETE candidates
   int64_t failed = 0;                    // FAIL candidates
@@ -25,21 +25,21 @@ struct JobSummary {
 };
 
 // Reads the summary of job `id`; throws StoreError (bad input) when it does not exist.
-JobSummary SummarizeJob(const Store& store, int64_t id);
+JobOverview OverviewOfJob(const Store& store, int64_t id);
 
 Json ToJson(const JobRecord& job);
 // Every field of the candidate except the schedule document (export it to see it).
 Json ToJson(const CandidateRecord& c);
-Json ToJson(const JobSummary& s);
+Json ToJson(const JobOverview& s);
 
 // Columns: number, generation, state, origin, psnr, ssim, speedup, latency ms, density,
 // feasible, error.
 std::string CandidateTable(const std::vector<CandidateRecord>& candidates);
 // Columns: id, name, state, workload, objective, candidates, complete, failed, best, speedup,
 // created.
-std::string JobTable(const std::vector<JobSummary>& jobs);
+std::string JobTable(const std::vector<JobOverview>& jobs);
 // Several lines describing one job: provenance, counts, baseline, best feasible candidate.
-std::string JobDetails(const JobSummary& s);
+std::string JobDetails(const JobOverview& s);
 
 // Aligned plain-text table; numeric-looking cells are right-aligned. Every row has
 // headers.size() cells.

@@ -259,6 +259,36 @@ class SqliteStore : public Store {
     return EvalResultFromJson(ParseStored(q.column_text(0), "baselines.result"));
   }
 
+  void record_heldout(int64_t job_id, int64_t number, double psnr_heldout,
+                      double ssim_heldout) override {
+    Transaction tx(*db_);
+    Statement state(*db_, "SELECT state FROM candidates WHERE job_id = ? AND number = ?");
+    state.bind(1, job_id).bind(2, number);
+    if (!state.step()) throw NoCandidateError(db_->path(), job_id, number);
+    if (state.column_text(0) != "COMPLETE") {
+      throw StoreError(db_->path() + ": candidate " + std::to_string(number) + " of job " +
+                           std::to_string(job_id) + " is not COMPLETE",
+                       true);
+    }
+    Statement upsert(*db_,
+                     "INSERT INTO candidate_values (job_id, number, key, value, value_type) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id, number, key) DO UPDATE SET "
+                     "value = excluded.value, value_type = excluded.value_type");
+    const std::pair<const char*, double> values[] = {{"psnr_heldout", psnr_heldout},
+                                                     {"ssim_heldout", ssim_heldout}};
+    for (const auto& [key, x] : values) {
+      upsert.bind(1, job_id).bind(2, number).bind(3, key).bind(5, ValueType(x));
+      if (std::isfinite(x)) {
+        upsert.bind(4, x);
+      } else {
+        upsert.bind_null(4);
+      }
+      upsert.run();
+      upsert.reset();
+    }
+    tx.commit();
+  }
+
   void record_export(int64_t job_id, int64_t number, const std::string& path,
                      const Json& schedule) override {
     Transaction tx(*db_);

@@ -90,6 +90,13 @@ class Store {
   virtual void save_baseline(int64_t job_id, const EvalResult& dense) = 0;
   virtual std::optional<EvalResult> baseline(int64_t job_id) const = 0;
 
+  // Adds the held-out quality of a COMPLETE candidate, measured after the search (held-out samples
+  // are never optimised on, so they are scored once, for the candidates a user looks at). Only
+  // the psnr_heldout/ssim_heldout values change; the candidate row itself stays as finished.
+  // Throws StoreError when the candidate is not COMPLETE.
+  virtual void record_heldout(int64_t job_id, int64_t number, double psnr_heldout,
+                              double ssim_heldout) = 0;
+
   // Records that candidate `number` was exported to `path`.
   virtual void record_export(int64_t job_id, int64_t number, const std::string& path,
                              const Json& schedule) = 0;

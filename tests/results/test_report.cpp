@@ -48,7 +48,7 @@ TEST_CASE("job summary, tables and JSON reflect the store", "[db]") {
   store->start_candidate(job, 1, Json::object(), "c", {0}, {}, "mutation");
   store->save_baseline(job, good);
 
-  const sparsetune::JobSummary s = sparsetune::SummarizeJob(*store, job);
+  const sparsetune::JobOverview s = sparsetune::OverviewOfJob(*store, job);
   CHECK(s.complete == 1);
   CHECK(s.failed == 1);
   CHECK(s.running == 1);
@@ -91,5 +91,5 @@ TEST_CASE("job summary, tables and JSON reflect the store", "[db]") {
   const std::string details = sparsetune::JobDetails(s);
   CHECK(details.find("1 complete, 1 failed, 1 running; Pareto front 1") != std::string::npos);
   CHECK(details.find("best        #0") != std::string::npos);
-  REQUIRE_THROWS_AS(sparsetune::SummarizeJob(*store, 42), sparsetune::StoreError);
+  REQUIRE_THROWS_AS(sparsetune::OverviewOfJob(*store, 42), sparsetune::StoreError);
 }

@@ -536,3 +536,33 @@ TEST_CASE("sqlite store: rejects newer schemas, foreign files and bad paths", "[
     REQUIRE(sparsetune::OpenSqliteStore(path)->jobs().empty());
   }
 }
+
+TEST_CASE("store: held-out quality is added to COMPLETE candidates only", "[db]") {
+  for (Backend backend : AllBackends()) {
+    INFO(Name(backend));
+    TempDir dir;
+    std::mt19937 rng(21);
+    auto store = Open(backend, dir);
+    const int64_t job = store->create_job(sparsetune::test::RandomJob(rng, "h"));
+    const int64_t done = Start(*store, job, "a");
+    EvalResult r = sparsetune::test::RandomResult(rng);
+    r.psnr_heldout = EvalResult::kNaN;
+    r.ssim_heldout = EvalResult::kNaN;
+    store->finish_candidate(job, done, r, r.psnr, true);
+    const int64_t running = Start(*store, job, "b");
+
+    std::uniform_real_distribution<double> u(10.0, 50.0);
+    const double psnr = u(rng);
+    const double ssim = u(rng) / 50.0;
+    store->record_heldout(job, done, psnr, ssim);
+    auto back = store->candidate(job, done);
+    REQUIRE(back.has_value());
+    CHECK(back->result.psnr_heldout == psnr);
+    CHECK(back->result.ssim_heldout == ssim);
+    CHECK(back->result.psnr == r.psnr);  // calibration values untouched
+    CHECK(back->state == CandidateState::kComplete);
+
+    CHECK_THROWS_AS(store->record_heldout(job, running, psnr, ssim), StoreError);
+    CHECK_THROWS_AS(store->record_heldout(job, 99, psnr, ssim), StoreError);
+  }
+}
