@@ -2,6 +2,7 @@
 #include "profiler/cupti_session.h"
 
 #include <mutex>
+#include <new>
 #include <unordered_map>
 #include <utility>
 

@@ -2,8 +2,10 @@
 //
 // Two implementations behind one interface: CUPTI kernel profiling on a CUDA device (the device
 // busy time of the kernels, memcpys and memsets recorded by the Activity API inside the region),
-// and wall clock where CUPTI or a device is absent. A Measurement says which one produced it. The CUPTI session, the mockable
-// CUPTI wrapper and the Chrome-trace export live beside this file (docs/profiler.md).
+// and wall clock where CUPTI or a device is absent. A Measurement says which one produced it.
+// The CUPTI session (cupti_session.h), the mockable CUPTI wrapper (cupti_api.h), the CUPTI
+// profiler (cupti_profiler.h) and the Chrome-trace export live beside this file
+// (docs/profiler.md).
 #pragma once
 
 #include <cstdint>
