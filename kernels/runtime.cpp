@@ -1,12 +1,20 @@
 // Runtime: executes a Schedule for the attention calls of one generation (see runtime.h and
-// docs/runtime.md). This first version runs every head dense and computes every token; the
-// sparse patterns, Astraea and TimeRipple follow in the same file's later revisions.
+// docs/runtime.md). Per call: check inputs, resolve each head's pattern (ARM for auto), build or
+// reuse block masks, then run dense heads through libtorch's flash kernel and sparse heads through
+// the block-sparse kernel (or everything through the TimeRipple oracle when reuse is on).
 #include "kernels/runtime.h"
 
+#include <map>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "core/error.h"
+#include "kernels/block_attention.h"
+#include "kernels/layout.h"
+#include "kernels/patterns.h"
+#include "kernels/timeripple.h"
+#include "kernels/token_cache.h"
 
 namespace sparsetune {
 
@@ -37,18 +45,48 @@ AttentionStats& AttentionStats::operator+=(const AttentionStats& o) {
 }
 
 struct Runtime::State {
-  std::vector<torch::Tensor> token_cache;  // per layer: [B, N, C] last residual update per token
+  explicit State(const Schedule& s)
+      : layout(BuildLayout(s.model, s.token_order, s.block_size)),
+        tokens(s.model.layers, s.model.tokens(), layout.video_offset, s.model.video_tokens()),
+        masks(static_cast<size_t>(s.model.layers * s.model.heads)),
+        arm(static_cast<size_t>(s.model.layers * s.model.heads)) {}
+
+  // A block_sparse mask of one (layer, head) and when it was built.
+  struct CachedMask {
+    torch::Tensor mask;       // [B, nb, nb] bool
+    int64_t first_step = -1;  // first step this head ran block_sparse since reset()
+    double keep = 0.0;        // parameters it was built with (a change forces a rebuild)
+    bool sink = true;
+  };
+  // ARM's pick of one (layer, head).
+  struct ArmState {
+    PatternKind pick = PatternKind::kDense;
+    int64_t first_step = -1;  // first step ARM ran for this head since reset()
+    int64_t last_step = -1;   // step of the most recent run
+  };
+
+  Layout layout;
+  TokenCache tokens;
+  std::vector<CachedMask> masks;  // [layer * heads + head]
+  std::vector<ArmState> arm;      // [layer * heads + head]
+  std::map<std::pair<int, double>, torch::Tensor> static_masks;  // (kind, density) -> [nb, nb]
+
+  const torch::Tensor& static_mask(PatternKind kind, double density) {
+    auto key = std::make_pair(static_cast<int>(kind), density);
+    auto it = static_masks.find(key);
+    if (it == static_masks.end())
+      it = static_masks.emplace(key, StaticPatternMask(layout, kind, density)).first;
+    return it->second;
+  }
 };
 
-Runtime::Runtime(Schedule schedule) : schedule_(std::move(schedule)), state_(std::make_shared<State>()) {
-  state_->token_cache.resize(static_cast<size_t>(schedule_.model.layers));
-}
+Runtime::Runtime(Schedule schedule)
+    : schedule_(std::move(schedule)), state_(std::make_shared<State>(schedule_)) {}
 
 void Runtime::reset() {
   stats_ = AttentionStats();
   last_call_ = AttentionStats();
-  state_ = std::make_shared<State>();
-  state_->token_cache.resize(static_cast<size_t>(schedule_.model.layers));
+  state_ = std::make_shared<State>(schedule_);
 }
 
 namespace {
@@ -57,6 +95,21 @@ std::string ShapeOf(const torch::Tensor& t) {
   std::ostringstream s;
   s << t.sizes();
   return s.str();
+}
+
+std::array<int64_t, 3> SplitOf(const ModelGeometry& m) {
+  const auto& s = m.rope_split;
+  if (s[0] + s[1] + s[2] == m.head_dim && s[0] >= 0 && s[1] >= 0 && s[2] >= 0) return s;
+  return RopeSplitFor(m.head_dim);
+}
+
+void CheckStepLayer(const ModelGeometry& m, int64_t step, int64_t layer, const char* what) {
+  if (step < 0 || step >= m.steps)
+    throw ShapeError(std::string(what) + ": step " + std::to_string(step) + " out of range [0, " +
+                     std::to_string(m.steps) + ")");
+  if (layer < 0 || layer >= m.layers)
+    throw ShapeError(std::string(what) + ": layer " + std::to_string(layer) +
+                     " out of range [0, " + std::to_string(m.layers) + ")");
 }
 
 }  // namespace
@@ -84,16 +137,15 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
     throw ShapeError("attention: q, k, v must share one dtype");
   if (q.device() != k.device() || q.device() != v.device())
     throw ShapeError("attention: q, k, v must be on one device");
-  if (q.device().is_cpu() && q.scalar_type() != torch::kFloat32)
+  if (!q.device().is_cpu())
+    throw ShapeError("attention: only CPU tensors are supported in this build");
+  if (q.scalar_type() != torch::kFloat32)
     throw ShapeError("attention: CPU tensors must be float32");
-  if (step < 0 || step >= m.steps)
-    throw ShapeError("attention: step " + std::to_string(step) + " out of range [0, " +
-                     std::to_string(m.steps) + ")");
-  if (layer < 0 || layer >= m.layers)
-    throw ShapeError("attention: layer " + std::to_string(layer) + " out of range [0, " +
-                     std::to_string(m.layers) + ")");
+  CheckStepLayer(m, step, layer, "attention");
   const int64_t batch = q.size(0);
+  if (batch < 1) throw ShapeError("attention: batch must be >= 1");
   const bool partial = selection != nullptr && !selection->all();
+  torch::Tensor q_index;  // [B, Nq] model index of each query row
   if (partial) {
     const torch::Tensor& idx = selection->index;
     if (idx.dim() != 2 || idx.size(0) != batch || idx.scalar_type() != torch::kInt64)
@@ -102,22 +154,138 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
     if (q.size(2) != idx.size(1))
       throw ShapeError("attention: q has " + std::to_string(q.size(2)) +
                        " tokens but the selection holds " + std::to_string(idx.size(1)));
-  } else if (q.size(2) != n) {
-    throw ShapeError("attention: q must hold all " + std::to_string(n) +
-                     " tokens when no partial selection is given; got " + ShapeOf(q));
+    if (selection->tokens != n || idx.numel() == 0 || idx.min().item<int64_t>() < 0 ||
+        idx.max().item<int64_t>() >= n ||
+        (idx.size(1) > 1 && !(idx.narrow(1, 1, idx.size(1) - 1) >
+                              idx.narrow(1, 0, idx.size(1) - 1)).all().item<bool>()))
+      throw ShapeError("attention: selection indices must be strictly ascending in [0, " +
+                       std::to_string(n) + ")");
+    q_index = idx.contiguous();
+  } else {
+    if (q.size(2) != n)
+      throw ShapeError("attention: q must hold all " + std::to_string(n) +
+                       " tokens when no partial selection is given; got " + ShapeOf(q));
+    q_index = torch::arange(n, torch::kInt64).unsqueeze(0).expand({batch, n}).contiguous();
   }
   if (!torch::isfinite(q).all().item<bool>() || !torch::isfinite(k).all().item<bool>() ||
       !torch::isfinite(v).all().item<bool>())
     throw ShapeError("attention: q, k or v holds NaN or Inf");
 
-  // Dense: each computed query (all, or the selected ones) sees every key.
-  const torch::Tensor out = torch::scaled_dot_product_attention(q, k, v);
-  const int64_t heads = q.size(1);
+  State& st = *state_;
+  const Layout& lay = st.layout;
+  const int64_t heads = m.heads;
   const int64_t nq = q.size(2);
   AttentionStats call;
   call.calls = 1;
+
+  // Resolve each head's block mask ([B, nb, nb]) or leave it undefined for a dense head.
+  std::vector<torch::Tensor> masks(static_cast<size_t>(heads));
+  const torch::Tensor kl = k.index_select(2, lay.order);  // keys in layout order, built lazily below
+  const torch::Tensor q_block = lay.block_of.index_select(0, lay.position).index_select(
+      0, q_index.reshape({-1})).reshape({batch, nq});
+  for (int64_t h = 0; h < heads; ++h) {
+    HeadPattern p = schedule_.pattern_at(step, layer, h);
+    const size_t slot = static_cast<size_t>(layer * heads + h);
+    if (p.pattern == PatternKind::kAuto) {
+      State::ArmState& a = st.arm[slot];
+      if (a.first_step < 0) a.first_step = step;
+      if (a.last_step < 0 || (step - a.first_step) % p.arm_refresh == 0) {
+        if (a.last_step != step) {
+          const std::array<torch::Tensor, 3> cands = {
+              st.static_mask(PatternKind::kSpatial, p.density),
+              st.static_mask(PatternKind::kTemporal, p.density),
+              st.static_mask(PatternKind::kTextural, p.density)};
+          a.pick = ArmPick(ArmRecall(lay, q.select(1, h), q_index, k.select(1, h), cands));
+          a.last_step = step;
+          ++call.arm_runs;
+        }
+      }
+      p.pattern = a.pick;
+    }
+    switch (p.pattern) {
+      case PatternKind::kDense:
+        break;
+      case PatternKind::kSpatial:
+      case PatternKind::kTemporal:
+      case PatternKind::kTextural:
+        if (p.density < 1.0)
+          masks[static_cast<size_t>(h)] =
+              st.static_mask(p.pattern, p.density).unsqueeze(0).expand({batch, -1, -1});
+        break;
+      case PatternKind::kBlockSparse: {
+        State::CachedMask& c = st.masks[slot];
+        if (c.first_step < 0) c.first_step = step;
+        const bool stale = !c.mask.defined() || c.mask.size(0) != batch || c.keep != p.keep ||
+                           c.sink != p.first_frame_sink ||
+                           (step - c.first_step) % p.mask_refresh == 0;
+        if (stale) {
+          const torch::Tensor ql = q.select(1, h);
+          c.mask = BlockSparseMask(lay, ql, kl.select(1, h), q_block, p.keep, p.first_frame_sink);
+          c.keep = p.keep;
+          c.sink = p.first_frame_sink;
+          ++call.mask_builds;
+        }
+        masks[static_cast<size_t>(h)] = c.mask;
+        break;
+      }
+      case PatternKind::kAuto:
+        break;
+    }
+  }
+
+  // Pairs computed per head from the masks (partial blocks and the query selection included).
+  for (int64_t h = 0; h < heads; ++h) {
+    const torch::Tensor& mk = masks[static_cast<size_t>(h)];
+    if (!mk.defined()) {
+      call.pairs_computed += batch * nq * n;
+    } else {
+      call.pairs_computed += KeyTokensPerRow(lay, mk).gather(1, q_block).sum().item<int64_t>();
+    }
+  }
+
+  torch::Tensor out, lse;
+  const bool reuse = schedule_.reuse.enabled &&
+                     step < static_cast<int64_t>(schedule_.reuse.threshold.size()) &&
+                     schedule_.reuse.threshold[static_cast<size_t>(step)] <= 1.0;
+  if (reuse) {
+    RippleOutput r = RippleAttention(lay, q, q_index, k, v, masks, SplitOf(m),
+                                     schedule_.reuse.threshold[static_cast<size_t>(step)]);
+    out = r.out, lse = r.lse;
+    call.qk_macs_skipped = r.macs_skipped;
+  } else {
+    std::vector<int64_t> dense_heads, sparse_heads;
+    for (int64_t h = 0; h < heads; ++h)
+      (masks[static_cast<size_t>(h)].defined() ? sparse_heads : dense_heads).push_back(h);
+    if (sparse_heads.empty()) {
+      AttentionOutput d = DenseAttention(q, k, v);
+      out = d.out, lse = d.lse;
+    } else {
+      out = torch::empty_like(q);
+      lse = torch::empty({batch, heads, nq}, q.options().dtype(torch::kFloat32));
+      if (!dense_heads.empty()) {
+        const torch::Tensor hi = torch::tensor(dense_heads, torch::kInt64);
+        AttentionOutput d =
+            DenseAttention(q.index_select(1, hi), k.index_select(1, hi), v.index_select(1, hi));
+        out.index_copy_(1, hi, d.out);
+        lse.index_copy_(1, hi, d.lse.to(torch::kFloat32));
+      }
+      const torch::Tensor hi = torch::tensor(sparse_heads, torch::kInt64);
+      const int64_t hs = static_cast<int64_t>(sparse_heads.size());
+      std::vector<torch::Tensor> sm;
+      for (int64_t h : sparse_heads) sm.push_back(masks[static_cast<size_t>(h)]);
+      const torch::Tensor mask = torch::stack(sm, 1).reshape({batch * hs, lay.blocks(), lay.blocks()});
+      const torch::Tensor vl = v.index_select(2, lay.order);
+      auto flat = [&](const torch::Tensor& x) {
+        return x.index_select(1, hi).reshape({batch * hs, x.size(2), x.size(3)});
+      };
+      AttentionOutput s = BlockSparseAttention(lay, flat(q), q_block, flat(kl), flat(vl), mask, hs);
+      out.index_copy_(1, hi, s.out.reshape({batch, hs, nq, m.head_dim}));
+      lse.index_copy_(1, hi, s.lse.reshape({batch, hs, nq}));
+    }
+  }
+  st.tokens.record_lse(layer, q_index, lse.mean(1));
+
   call.pairs_total = batch * heads * n * n;
-  call.pairs_computed = batch * heads * nq * n;
   call.tokens_total = batch * n;
   call.tokens_computed = batch * nq;
   call.qk_macs_total = call.pairs_computed * m.head_dim;
@@ -128,39 +296,42 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
 
 TokenSelection Runtime::select_tokens(int64_t step, int64_t layer, int64_t batch) {
   const ModelGeometry& m = schedule_.model;
-  if (step < 0 || step >= m.steps)
-    throw ShapeError("select_tokens: step " + std::to_string(step) + " out of range");
-  if (layer < 0 || layer >= m.layers)
-    throw ShapeError("select_tokens: layer " + std::to_string(layer) + " out of range");
+  CheckStepLayer(m, step, layer, "select_tokens");
   if (batch < 1) throw ShapeError("select_tokens: batch must be >= 1");
-  TokenSelection sel;
-  sel.tokens = m.tokens();
-  return sel;
+  const double budget = schedule_.budget_at(step);
+  if (budget >= 1.0 || step < schedule_.dense_warmup_steps || !state_->tokens.ready(layer, batch)) {
+    TokenSelection sel;
+    sel.tokens = m.tokens();
+    return sel;
+  }
+  return state_->tokens.select(layer, budget);
 }
 
 torch::Tensor Runtime::complete_update(int64_t step, int64_t layer, const TokenSelection& selection,
                                        const torch::Tensor& update) {
-  const ModelGeometry& m = schedule_.model;
-  if (layer < 0 || layer >= m.layers)
-    throw ShapeError("complete_update: layer " + std::to_string(layer) + " out of range");
-  if (update.dim() != 3 || update.size(1) != selection.count())
-    throw ShapeError("complete_update: update must be [B, " + std::to_string(selection.count()) +
-                     ", C]; got " + ShapeOf(update));
-  if (!selection.all())
-    throw ShapeError("complete_update: partial selections need the token cache (not built yet)");
-  state_->token_cache[static_cast<size_t>(layer)] = update.detach().clone();
-  return update;
+  CheckStepLayer(schedule_.model, step, layer, "complete_update");
+  if (!update.defined() || update.dim() != 3)
+    throw ShapeError("complete_update: update must be a 3-D tensor [B, k, C]");
+  if (selection.tokens != schedule_.model.tokens())
+    throw ShapeError("complete_update: selection is for " + std::to_string(selection.tokens) +
+                     " tokens, the model has " + std::to_string(schedule_.model.tokens()));
+  return state_->tokens.complete(layer, selection, update);
 }
 
 int64_t Runtime::cache_bytes() const {
-  int64_t bytes = 0;
-  for (const auto& t : state_->token_cache)
-    if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  int64_t bytes = state_->tokens.bytes();
+  for (const auto& c : state_->masks)
+    if (c.mask.defined()) bytes += c.mask.numel() * static_cast<int64_t>(c.mask.element_size());
   return bytes;
 }
 
 std::vector<PatternKind> Runtime::arm_picks(int64_t layer) const {
-  return std::vector<PatternKind>(static_cast<size_t>(schedule_.model.heads), PatternKind::kDense);
+  if (layer < 0 || layer >= schedule_.model.layers)
+    throw ShapeError("arm_picks: layer " + std::to_string(layer) + " out of range");
+  std::vector<PatternKind> picks;
+  for (int64_t h = 0; h < schedule_.model.heads; ++h)
+    picks.push_back(state_->arm[static_cast<size_t>(layer * schedule_.model.heads + h)].pick);
+  return picks;
 }
 
 }  // namespace sparsetune

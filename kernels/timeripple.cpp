@@ -1,0 +1,88 @@
+#include "kernels/timeripple.h"
+
+#include <cmath>
+#include <limits>
+
+namespace sparsetune {
+
+torch::Tensor RippleReuse(const Layout& l, const torch::Tensor& k,
+                          const std::array<int64_t, 3>& split, double threshold) {
+  const int64_t n = k.size(0);
+  const int64_t hw = l.grid[1] * l.grid[2];
+  torch::Tensor reuse = torch::zeros({3, n}, torch::kBool);
+  if (l.grid[0] < 2) return reuse;
+  const int64_t first = l.video_offset + hw;  // first key of frame 1
+  const int64_t count = l.video_tokens - hw;
+  int64_t c0 = 0;
+  for (int g = 0; g < 3; ++g) {
+    const int64_t width = split[g];
+    if (width > 0) {
+      const torch::Tensor cur = k.narrow(0, first, count).narrow(1, c0, width).to(torch::kFloat64);
+      const torch::Tensor ref =
+          k.narrow(0, first - hw, count).narrow(1, c0, width).to(torch::kFloat64);
+      const torch::Tensor cos = (cur * ref).sum(1) /
+                                (cur.norm(2, 1) * ref.norm(2, 1)).clamp_min(1e-30);
+      reuse[g].narrow(0, first, count).copy_(cos >= threshold);
+    }
+    c0 += width;
+  }
+  return reuse;
+}
+
+RippleOutput RippleAttention(const Layout& l, const torch::Tensor& q, const torch::Tensor& q_index,
+                             const torch::Tensor& k, const torch::Tensor& v,
+                             const std::vector<torch::Tensor>& masks,
+                             const std::array<int64_t, 3>& split, double threshold) {
+  const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), d = q.size(3);
+  const int64_t n = k.size(2);
+  const int64_t hw = l.grid[1] * l.grid[2];
+  const int64_t frames = l.grid[0];
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  RippleOutput res;
+  res.out = torch::empty_like(q);
+  res.lse = torch::empty({batch, heads, nq}, q.options().dtype(torch::kFloat32));
+  const torch::Tensor q_block_all = l.block_of.index_select(0, l.position);  // model idx -> block
+  for (int64_t b = 0; b < batch; ++b) {
+    const torch::Tensor qb = q_block_all.index_select(0, q_index[b]);
+    for (int64_t h = 0; h < heads; ++h) {
+      const torch::Tensor qs = q[b][h];
+      const torch::Tensor ks = k[b][h];
+      torch::Tensor allowed;  // [Nq, N] or undefined (dense)
+      if (masks[static_cast<size_t>(h)].defined())
+        allowed = ExpandBlockMask(l, masks[static_cast<size_t>(h)][b]).index_select(0, q_index[b]);
+      const torch::Tensor reuse = RippleReuse(l, ks, split, threshold);
+      const torch::Tensor col_count =
+          allowed.defined() ? allowed.sum(0).to(torch::kInt64) : torch::full({n}, nq, torch::kInt64);
+      torch::Tensor scores = torch::zeros({nq, n}, q.options());
+      int64_t c0 = 0;
+      for (int g = 0; g < 3; ++g) {
+        const int64_t width = split[g];
+        if (width == 0) continue;
+        torch::Tensor part = torch::matmul(qs.narrow(1, c0, width), ks.narrow(1, c0, width).t());
+        c0 += width;
+        if (frames >= 2) {
+          // Ripple along frames: a reused column copies its reference column, which may itself
+          // be a copy, so frames are visited in order.
+          torch::Tensor video = part.narrow(1, l.video_offset, l.video_tokens).view({nq, frames, hw});
+          const torch::Tensor rv = reuse[g].narrow(0, l.video_offset, l.video_tokens).view({frames, hw});
+          for (int64_t f = 1; f < frames; ++f) {
+            torch::Tensor cur = video.select(1, f);
+            cur.copy_(torch::where(rv[f].unsqueeze(0), video.select(1, f - 1), cur));
+          }
+        }
+        res.macs_skipped +=
+            (reuse[g].to(torch::kInt64) * col_count).sum().item<int64_t>() * width;
+        scores.add_(part);
+      }
+      scores.mul_(scale);
+      if (allowed.defined())
+        scores.masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+      const torch::Tensor lse = scores.logsumexp(1, true);
+      res.out[b][h].copy_(torch::matmul((scores - lse).exp(), v[b][h]));
+      res.lse[b][h].copy_(lse.squeeze(1));
+    }
+  }
+  return res;
+}
+
+}  // namespace sparsetune

@@ -1,0 +1,68 @@
+// Helpers shared by the kernels tests: small geometries, schedules and a float64 reference
+// attention with an explicit token mask.
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include <torch/torch.h>
+
+#include "kernels/runtime.h"
+#include "kernels/schedule.h"
+
+namespace sparsetune::test {
+
+inline ModelGeometry SmallModel(std::array<int64_t, 3> grid, int64_t text, TextPosition pos,
+                                int64_t heads = 2, int64_t head_dim = 32, int64_t layers = 2,
+                                int64_t steps = 8) {
+  ModelGeometry m;
+  m.name = "test";
+  m.layers = layers;
+  m.heads = heads;
+  m.head_dim = head_dim;
+  m.grid = grid;
+  m.text_tokens = text;
+  m.text_position = pos;
+  m.steps = steps;
+  m.rope_split = RopeSplitFor(head_dim);
+  return m;
+}
+
+// Every head of every layer runs `p`.
+inline Schedule Uniform(const ModelGeometry& m, const HeadPattern& p, int64_t block,
+                        TokenOrder order = TokenOrder{}) {
+  Schedule s = Schedule::Dense(m);
+  s.block_size = block;
+  s.token_order = order;
+  s.heads.assign(static_cast<size_t>(m.layers), std::vector<HeadPattern>(static_cast<size_t>(m.heads), p));
+  return s;
+}
+
+inline HeadPattern Pattern(PatternKind kind, double density) {
+  HeadPattern p;
+  p.pattern = kind;
+  p.density = density;
+  p.keep = density;
+  return p;
+}
+
+// Seeded random q/k/v [B, H, N, D].
+inline torch::Tensor Rand(int64_t seed, std::vector<int64_t> shape) {
+  torch::manual_seed(static_cast<uint64_t>(seed));
+  return torch::randn(shape, torch::kFloat32);
+}
+
+// Float64 attention of q [Nq, D] over k, v [N, D] with an optional bool mask [Nq, N].
+inline torch::Tensor NaiveAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                    const torch::Tensor& v, const torch::Tensor& mask) {
+  torch::Tensor s = torch::matmul(q.to(torch::kFloat64), k.to(torch::kFloat64).t()) /
+                    std::sqrt(static_cast<double>(q.size(1)));
+  if (mask.defined()) s.masked_fill_(mask.logical_not(), -std::numeric_limits<double>::infinity());
+  return torch::matmul(torch::softmax(s, 1), v.to(torch::kFloat64));
+}
+
+inline double MaxDiff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+}  // namespace sparsetune::test

@@ -1,0 +1,332 @@
+// Layout, block masks and the block-sparse attention paths against a float64 reference with the
+// equivalent explicit token mask; density accounting; TimeRipple; input checks.
+#include <set>
+
+#include "core/error.h"
+#include "kernels/block_attention.h"
+#include "kernels/layout.h"
+#include "kernels/patterns.h"
+#include "kernels/runtime.h"
+#include "kernels/timeripple.h"
+#include "tests/catch.h"
+#include "tests/kernels/kernel_test_util.h"
+
+using namespace sparsetune;
+using namespace sparsetune::test;
+
+namespace {
+
+constexpr double kTol = 2e-4;
+
+// The block mask the runtime uses for head h (static patterns or block_sparse from q/k).
+torch::Tensor ExpectedMask(const Layout& lay, const HeadPattern& p, const torch::Tensor& q,
+                           const torch::Tensor& k, int64_t h) {
+  const int64_t batch = q.size(0);
+  if (p.pattern == PatternKind::kBlockSparse) {
+    const torch::Tensor q_block = lay.block_of.index_select(0, lay.position)
+                                      .unsqueeze(0).expand({batch, lay.tokens}).contiguous();
+    return BlockSparseMask(lay, q.select(1, h), k.select(1, h).index_select(1, lay.order), q_block,
+                           p.keep, p.first_frame_sink);
+  }
+  return StaticPatternMask(lay, p.pattern, p.density).unsqueeze(0).expand({batch, -1, -1});
+}
+
+}  // namespace
+
+TEST_CASE("layout orders video tokens by tile and appends text", "[kernels]") {
+  // Grid 2x3x5 with tile [1,2,2]: edge tiles are smaller.
+  const ModelGeometry m = SmallModel({2, 3, 5}, 3, TextPosition::kFront);
+  TokenOrder order;
+  order.kind = TokenOrderKind::kTiles;
+  order.tile = {1, 2, 2};
+  const Layout l = BuildLayout(m, order, 4);
+  REQUIRE(l.tokens == 33);
+  // First tile of frame 0: rows 0-1, cols 0-1 (model index = 3 text + raster).
+  std::vector<int64_t> first(l.order.data_ptr<int64_t>(), l.order.data_ptr<int64_t>() + 6);
+  CHECK(first == std::vector<int64_t>{3, 4, 8, 9, 5, 6});
+  // Text at the end of the layout; a permutation overall; position is its inverse.
+  CHECK(l.order[30].item<int64_t>() == 0);
+  CHECK(l.order[32].item<int64_t>() == 2);
+  CHECK(std::get<0>(l.order.sort()).equal(torch::arange(33)));
+  CHECK(l.order.index_select(0, l.position).equal(torch::arange(33)));
+  // Blocks are cut separately: 30 video tokens -> 8 blocks (last holds 2), 3 text -> 1 block.
+  CHECK(l.video_blocks == 8);
+  CHECK(l.text_blocks == 1);
+  CHECK(l.block_len[7] == 2);
+  CHECK(l.block_len[8] == 3);
+  CHECK(l.block_begin[8] == 30);
+  CHECK(l.extent[0].f0 == 0);
+  CHECK(l.extent[0].h1 == 1);
+  CHECK(l.extent[0].w1 == 1);
+
+  const ModelGeometry back = SmallModel({2, 3, 5}, 3, TextPosition::kBack);
+  const Layout lb = BuildLayout(back, TokenOrder{TokenOrderKind::kRaster, {1, 1, 1}}, 7);
+  CHECK(lb.order.narrow(0, 0, 30).equal(torch::arange(30)));
+  CHECK(lb.order[30].item<int64_t>() == 30);
+  CHECK(lb.video_blocks == 5);
+  CHECK(lb.block_len[4] == 2);
+  REQUIRE_THROWS_AS(BuildLayout(m, order, 0), InputError);
+}
+
+TEST_CASE("static patterns keep text, diagonal and sink blocks and reach their density",
+          "[kernels]") {
+  const ModelGeometry m = SmallModel({6, 4, 4}, 4, TextPosition::kBack);
+  const Layout l = BuildLayout(m, TokenOrder{TokenOrderKind::kRaster, {1, 1, 1}}, 8);
+  REQUIRE(l.video_blocks == 12);  // two blocks per frame
+  for (PatternKind kind : {PatternKind::kSpatial, PatternKind::kTemporal, PatternKind::kTextural}) {
+    const torch::Tensor mk = StaticPatternMask(l, kind, 0.1);
+    CHECK(mk.diagonal().all().item<bool>());
+    CHECK(mk.select(0, 12).all().item<bool>());  // text row
+    CHECK(mk.select(1, 12).all().item<bool>());  // text column
+    CHECK(mk.narrow(1, 0, 2).all().item<bool>());  // first-frame columns
+  }
+  // spatial at low density: own frame + first frame only.
+  CHECK(SpatialRadius(6, 0.1) == 0);
+  CHECK(SpatialRadius(6, 0.5) == 1);
+  CHECK(SpatialRadius(6, 1.0) == 2);
+  const torch::Tensor sp = StaticPatternMask(l, PatternKind::kSpatial, 0.1);
+  CHECK(sp.select(0, 6).narrow(0, 0, 12).sum().item<int64_t>() == 4);  // frame 3: own 2 + sink 2
+  const torch::Tensor sp1 = StaticPatternMask(l, PatternKind::kSpatial, 0.5);
+  CHECK(sp1.select(0, 6).narrow(0, 0, 12).sum().item<int64_t>() == 8);  // frames 2..4 + sink
+  // textural: the same stripe columns in every row.
+  const torch::Tensor tx = StaticPatternMask(l, PatternKind::kTextural, 0.25);
+  for (int64_t j = 2; j < 12; ++j)
+    if (j % 4 == 0) CHECK(tx.select(1, j).all().item<bool>());
+  CHECK(tx[5][7].item<bool>() == false);
+  // temporal: realized video density reaches the target.
+  for (double d : {0.3, 0.6, 0.9}) {
+    const torch::Tensor tp = StaticPatternMask(l, PatternKind::kTemporal, d);
+    const double got = tp.narrow(0, 0, 12).narrow(1, 0, 12).to(torch::kFloat64).mean().item<double>();
+    CHECK(got >= d - 1e-9);
+  }
+  REQUIRE_THROWS_AS(StaticPatternMask(l, PatternKind::kSpatial, 0.0), InputError);
+}
+
+TEST_CASE("sparse patterns equal masked float64 attention; density matches the mask",
+          "[kernels]") {
+  struct Case {
+    TextPosition text_pos;
+    int64_t text;
+    int64_t head_dim;
+    PatternKind kind;
+    double density;
+    TokenOrderKind order;
+  };
+  const std::vector<Case> cases = {
+      {TextPosition::kFront, 5, 32, PatternKind::kSpatial, 0.3, TokenOrderKind::kTiles},
+      {TextPosition::kBack, 5, 64, PatternKind::kTemporal, 0.4, TokenOrderKind::kTiles},
+      {TextPosition::kNone, 0, 128, PatternKind::kTextural, 0.25, TokenOrderKind::kRaster},
+      {TextPosition::kFront, 5, 64, PatternKind::kBlockSparse, 0.3, TokenOrderKind::kTiles},
+      {TextPosition::kBack, 3, 32, PatternKind::kBlockSparse, 0.5, TokenOrderKind::kRaster},
+      {TextPosition::kNone, 0, 32, PatternKind::kBlockSparse, 0.2, TokenOrderKind::kTiles},
+  };
+  int seed = 10;
+  for (const Case& c : cases) {
+    const ModelGeometry m = SmallModel({3, 8, 9}, c.text, c.text_pos, 2, c.head_dim);
+    TokenOrder order;
+    order.kind = c.order;
+    order.tile = {1, 4, 4};  // grid not divisible by the tile
+    const HeadPattern p = Pattern(c.kind, c.density);
+    const Schedule s = Uniform(m, p, 16, order);  // 216 video tokens: partial last block
+    Runtime rt(s);
+    const int64_t n = m.tokens();
+    const torch::Tensor q = Rand(seed++, {2, 2, n, c.head_dim});
+    const torch::Tensor k = Rand(seed++, {2, 2, n, c.head_dim});
+    const torch::Tensor v = Rand(seed++, {2, 2, n, c.head_dim});
+    const torch::Tensor out = rt.attention(q, k, v, 1, 0);
+    REQUIRE(out.sizes() == q.sizes());
+    const Layout lay = BuildLayout(m, order, 16);
+    int64_t allowed = 0;
+    for (int64_t h = 0; h < 2; ++h) {
+      const torch::Tensor bm = ExpectedMask(lay, p, q, k, h);
+      for (int64_t b = 0; b < 2; ++b) {
+        const torch::Tensor tm = ExpandBlockMask(lay, bm[b]);
+        allowed += tm.sum().item<int64_t>();
+        CHECK(MaxDiff(out[b][h], NaiveAttention(q[b][h], k[b][h], v[b][h], tm)) < kTol);
+      }
+    }
+    const AttentionStats& st = rt.last_call();
+    CHECK(st.pairs_computed == allowed);
+    CHECK(st.pairs_total == 2 * 2 * n * n);
+    CHECK(st.density() == Approx(static_cast<double>(allowed) / (4.0 * n * n)));
+    CHECK(st.density() < 1.0);
+    CHECK(st.qk_macs_total == allowed * c.head_dim);
+  }
+}
+
+TEST_CASE("dense schedule equals torch SDPA and counts every pair", "[kernels]") {
+  const ModelGeometry m = SmallModel({2, 4, 4}, 4, TextPosition::kFront, 3, 64);
+  Runtime rt(Schedule::Dense(m));
+  const int64_t n = m.tokens();
+  const torch::Tensor q = Rand(1, {2, 3, n, 64}), k = Rand(2, {2, 3, n, 64}), v = Rand(3, {2, 3, n, 64});
+  const torch::Tensor out = rt.attention(q, k, v, 0, 1);
+  CHECK(MaxDiff(out, torch::scaled_dot_product_attention(q, k, v)) < 1e-5);
+  CHECK(rt.last_call().density() == 1.0);
+  CHECK(rt.last_call().pairs_computed == 2 * 3 * n * n);
+  CHECK(rt.stats().calls == 1);
+}
+
+TEST_CASE("block-sparse kernel returns the log-sum-exp of its rows", "[kernels]") {
+  const ModelGeometry m = SmallModel({2, 4, 4}, 0, TextPosition::kNone, 1, 32);
+  const Layout lay = BuildLayout(m, TokenOrder{TokenOrderKind::kRaster, {1, 1, 1}}, 8);
+  const torch::Tensor q = Rand(4, {1, 32, 32}), k = Rand(5, {1, 32, 32}), v = Rand(6, {1, 32, 32});
+  const torch::Tensor mask = StaticPatternMask(lay, PatternKind::kTextural, 0.5).unsqueeze(0);
+  const torch::Tensor q_block = lay.block_of.unsqueeze(0);
+  const AttentionOutput o = BlockSparseAttention(lay, q[0].index_select(0, lay.order).unsqueeze(0),
+                                                 q_block, k.index_select(1, lay.order),
+                                                 v.index_select(1, lay.order), mask, 1);
+  torch::Tensor s = torch::matmul(q[0].index_select(0, lay.order).to(torch::kFloat64),
+                                  k[0].index_select(0, lay.order).to(torch::kFloat64).t()) /
+                    std::sqrt(32.0);
+  const torch::Tensor tm = mask[0].index_select(0, lay.block_of).index_select(1, lay.block_of);
+  s.masked_fill_(tm.logical_not(), -std::numeric_limits<double>::infinity());
+  CHECK(MaxDiff(o.lse[0], s.logsumexp(1)) < 1e-4);
+  const AttentionOutput d = DenseAttention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0));
+  const torch::Tensor sd = torch::matmul(q[0].to(torch::kFloat64), k[0].to(torch::kFloat64).t()) /
+                           std::sqrt(32.0);
+  CHECK(MaxDiff(d.lse[0][0], sd.logsumexp(1)) < 1e-4);
+}
+
+TEST_CASE("block_sparse keeps top-k per row plus forced rows and columns", "[kernels]") {
+  const ModelGeometry m = SmallModel({4, 4, 4}, 6, TextPosition::kFront, 1, 32);
+  const Layout lay = BuildLayout(m, TokenOrder{TokenOrderKind::kRaster, {1, 1, 1}}, 8);
+  const int64_t n = m.tokens();
+  const torch::Tensor q = Rand(7, {2, n, 32}), k = Rand(8, {2, n, 32});
+  const torch::Tensor qb = lay.block_of.index_select(0, lay.position).unsqueeze(0).expand({2, n}).contiguous();
+  const int64_t nv = lay.video_blocks;  // 8
+  const torch::Tensor no_sink = BlockSparseMask(lay, q, k.index_select(1, lay.order), qb, 0.3, false);
+  const int64_t keep_n = 3;  // ceil(0.3 * 8)
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t r = 0; r < nv; ++r) {
+      CHECK(no_sink[b][r].narrow(0, 0, nv).sum().item<int64_t>() == keep_n);
+      CHECK(no_sink[b][r].narrow(0, nv, 1).all().item<bool>());
+    }
+  CHECK(no_sink.select(1, nv).all().item<bool>());  // text row
+  const torch::Tensor sink = BlockSparseMask(lay, q, k.index_select(1, lay.order), qb, 0.3, true);
+  CHECK(sink.narrow(1, 0, 2).all().item<bool>());  // frame-0 rows (2 blocks)
+  CHECK(sink.narrow(2, 0, 2).all().item<bool>());  // frame-0 columns
+  CHECK((sink.logical_or(no_sink)).equal(sink));
+  // Ties: equal scores keep the lowest block indices.
+  const torch::Tensor flat_k = torch::ones({1, n, 32});
+  const torch::Tensor tie = BlockSparseMask(lay, q.narrow(0, 0, 1), flat_k, qb.narrow(0, 0, 1), 0.3, false);
+  CHECK(tie[0][4].narrow(0, 0, 3).all().item<bool>());
+  CHECK(tie[0][4].narrow(0, 3, 5).any().item<bool>() == false);
+}
+
+TEST_CASE("block_sparse masks are cached and rebuilt every mask_refresh steps", "[kernels]") {
+  const ModelGeometry m = SmallModel({2, 4, 4}, 0, TextPosition::kNone, 2, 32, 2, 8);
+  HeadPattern p = Pattern(PatternKind::kBlockSparse, 0.5);
+  p.mask_refresh = 3;
+  Schedule s = Uniform(m, p, 8);
+  s.dense_warmup_steps = 1;
+  Runtime rt(s);
+  const int64_t n = m.tokens();
+  std::vector<int64_t> builds;
+  for (int64_t step = 0; step < 8; ++step) {
+    const torch::Tensor q = Rand(100 + step, {1, 2, n, 32});
+    rt.attention(q, q, q, step, 0);
+    builds.push_back(rt.last_call().mask_builds);
+  }
+  // Warm-up step 0 is dense; first sparse step 1, then every 3 steps: 1, 4, 7; two heads each.
+  CHECK(builds == std::vector<int64_t>{0, 2, 0, 0, 2, 0, 0, 2});
+  CHECK(rt.stats().mask_builds == 6);
+  CHECK(rt.cache_bytes() > 0);
+  rt.reset();
+  CHECK(rt.cache_bytes() == 0);
+  CHECK(rt.stats().calls == 0);
+}
+
+TEST_CASE("TimeRipple: threshold > 1 is no reuse, -1 reuses all and counts skipped macs",
+          "[kernels]") {
+  const ModelGeometry m = SmallModel({3, 2, 3}, 2, TextPosition::kFront, 2, 32, 1, 3);
+  Schedule s = Uniform(m, Pattern(PatternKind::kSpatial, 0.4), 4);
+  s.reuse.enabled = true;
+  s.reuse.threshold = {2.0, -1.0, 0.5};
+  Runtime rt(s);
+  Schedule plain = s;
+  plain.reuse.enabled = false;
+  Runtime ref(plain);
+  const int64_t n = m.tokens();
+  const torch::Tensor q = Rand(20, {2, 2, n, 32}), k = Rand(21, {2, 2, n, 32}), v = Rand(22, {2, 2, n, 32});
+
+  const torch::Tensor off = rt.attention(q, k, v, 0, 0);
+  CHECK(MaxDiff(off, ref.attention(q, k, v, 0, 0)) < 1e-5);
+  CHECK(rt.last_call().qk_macs_skipped == 0);
+
+  const Layout lay = BuildLayout(m, s.token_order, 4);
+  const torch::Tensor bm = StaticPatternMask(lay, PatternKind::kSpatial, 0.4);
+  const torch::Tensor tm = ExpandBlockMask(lay, bm);
+  const std::array<int64_t, 3> split = RopeSplitFor(32);
+  for (double thr : {-1.0, 0.5}) {
+    const int64_t step = thr < 0 ? 1 : 2;
+    const torch::Tensor out = rt.attention(q, k, v, step, 0);
+    // Direct implementation: per group, every reused key column takes its reference column's
+    // partial score, in frame order.
+    int64_t skipped = 0;
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t h = 0; h < 2; ++h) {
+        const torch::Tensor qs = q[b][h].to(torch::kFloat64), ks = k[b][h].to(torch::kFloat64);
+        torch::Tensor total = torch::zeros({n, n}, torch::kFloat64);
+        int64_t c0 = 0;
+        for (int g = 0; g < 3; ++g) {
+          const torch::Tensor kg = ks.narrow(1, c0, split[g]);
+          torch::Tensor part = torch::matmul(qs.narrow(1, c0, split[g]), kg.t());
+          for (int64_t j = 2 + 6; j < n; ++j) {  // video keys of frames >= 1 (text front: 2)
+            const int64_t r = j - 6;
+            const double cos = (kg[j] * kg[r]).sum().item<double>() /
+                               (kg[j].norm().item<double>() * kg[r].norm().item<double>());
+            if (cos >= thr) {
+              part.select(1, j).copy_(part.select(1, r));
+              skipped += tm.select(1, j).sum().item<int64_t>() * split[g];
+            }
+          }
+          total += part;
+          c0 += split[g];
+        }
+        total /= std::sqrt(32.0);
+        total.masked_fill_(tm.logical_not(), -std::numeric_limits<double>::infinity());
+        const torch::Tensor expect = torch::matmul(torch::softmax(total, 1), v[b][h].to(torch::kFloat64));
+        CHECK(MaxDiff(out[b][h], expect) < kTol);
+      }
+    CHECK(rt.last_call().qk_macs_skipped == skipped);
+    if (thr < 0) {
+      // Everything reusable is reused: all groups of all video keys in frames 1..2.
+      int64_t all = 0;
+      for (int64_t j = 8; j < n; ++j) all += tm.select(1, j).sum().item<int64_t>() * 32;
+      CHECK(skipped == all * 4);
+    }
+    const AttentionStats& st = rt.last_call();
+    CHECK(st.density() == Approx(static_cast<double>(st.qk_macs_total - st.qk_macs_skipped) /
+                                 static_cast<double>(st.pairs_total * 32)));
+  }
+}
+
+TEST_CASE("attention rejects bad inputs with ShapeError", "[kernels]") {
+  const ModelGeometry m = SmallModel({2, 2, 2}, 2, TextPosition::kFront, 2, 32, 2, 4);
+  Runtime rt(Schedule::Dense(m));
+  const int64_t n = m.tokens();
+  const torch::Tensor q = Rand(30, {1, 2, n, 32});
+  REQUIRE_NOTHROW(rt.attention(q, q, q, 0, 0));
+  REQUIRE_THROWS_AS(rt.attention(q[0], q[0], q[0], 0, 0), ShapeError);
+  REQUIRE_THROWS_AS(rt.attention(Rand(1, {1, 3, n, 32}), Rand(1, {1, 3, n, 32}), Rand(1, {1, 3, n, 32}), 0, 0), ShapeError);
+  REQUIRE_THROWS_AS(rt.attention(Rand(1, {1, 2, n + 1, 32}), Rand(1, {1, 2, n + 1, 32}), Rand(1, {1, 2, n + 1, 32}), 0, 0), ShapeError);
+  REQUIRE_THROWS_AS(rt.attention(Rand(1, {1, 2, n, 16}), Rand(1, {1, 2, n, 16}), Rand(1, {1, 2, n, 16}), 0, 0), ShapeError);
+  REQUIRE_THROWS_AS(rt.attention(Rand(1, {2, 2, n, 32}), q, q, 0, 0), ShapeError);
+  REQUIRE_THROWS_AS(rt.attention(q.to(torch::kFloat64), q.to(torch::kFloat64), q.to(torch::kFloat64), 0, 0), ShapeError);
+  REQUIRE_THROWS_AS(rt.attention(q, q.to(torch::kFloat64), q, 0, 0), ShapeError);
+  torch::Tensor bad = q.clone();
+  bad[0][1][3][4] = std::numeric_limits<float>::quiet_NaN();
+  REQUIRE_THROWS_AS(rt.attention(q, bad, q, 0, 0), ShapeError);
+  REQUIRE_THROWS_WITH(rt.attention(q, q, q, 4, 0), "attention: step 4 out of range [0, 4)");
+  REQUIRE_THROWS_AS(rt.attention(q, q, q, -1, 0), ShapeError);
+  REQUIRE_THROWS_AS(rt.attention(q, q, q, 0, 2), ShapeError);
+  TokenSelection sel;
+  sel.tokens = n;
+  sel.index = torch::tensor({{3, 1}}, torch::kInt64);  // not ascending
+  REQUIRE_THROWS_AS(rt.attention(q.narrow(2, 0, 2), q, q, 0, 0, &sel), ShapeError);
+  sel.index = torch::tensor({{1, 3}}, torch::kInt64);
+  REQUIRE_THROWS_AS(rt.attention(q.narrow(2, 0, 3), q, q, 0, 0, &sel), ShapeError);
+  REQUIRE_NOTHROW(rt.attention(q.narrow(2, 0, 2), q, q, 0, 0, &sel));
+  REQUIRE_THROWS_AS(rt.select_tokens(0, 5, 1), ShapeError);
+  REQUIRE_THROWS_AS(rt.arm_picks(-1), ShapeError);
+}
