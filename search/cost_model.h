@@ -13,11 +13,10 @@
 // a wild model and zero points give the prior.
 #pragma once
 
+#include <Eigen/Dense>
 #include <cstdint>
 #include <random>
 #include <vector>
-
-#include <Eigen/Dense>
 
 #include "core/job_config.h"
 #include "search/space.h"

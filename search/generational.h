@@ -53,8 +53,8 @@ class GenerationalStrategy : public SearchStrategy {
   double dense_latency_ms_;
   int64_t generation_ = -1;
   std::vector<Proposal> queue_;
-  size_t next_ = 0;        // next queue_ entry to hand out
-  size_t outstanding_ = 0; // proposals handed out, not yet notified
+  size_t next_ = 0;         // next queue_ entry to hand out
+  size_t outstanding_ = 0;  // proposals handed out, not yet notified
   std::vector<Evaluated> results_;
   std::set<std::string> seen_;
 };

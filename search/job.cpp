@@ -50,8 +50,8 @@ JobSummary RunJob(const JobConfig& config, CandidateEvaluator& evaluator, Store&
     const int64_t id = *options.resume_job;
     const JobRecord job = store.job(id);
     if (job.config != config.raw) {
-      throw InputError(config.source.string() + ": --resume " + std::to_string(id) +
-                       ": job " + std::to_string(id) +
+      throw InputError(config.source.string() + ": --resume " + std::to_string(id) + ": job " +
+                       std::to_string(id) +
                        " was run with a different config; resume it with its own config");
     }
     summary.job_id = id;
@@ -96,7 +96,8 @@ JobSummary RunJob(const JobConfig& config, CandidateEvaluator& evaluator, Store&
     // Finished results by genome hash: what a proposal is answered from instead of evaluating.
     std::unordered_map<std::string, CandidateRecord> finished;
     for (const CandidateRecord& c : store.candidates(job_id)) {
-      if (c.state != CandidateState::kRunning && !Interrupted(c)) finished.emplace(c.genome_hash, c);
+      if (c.state != CandidateState::kRunning && !Interrupted(c))
+        finished.emplace(c.genome_hash, c);
     }
 
     Progress progress;
@@ -112,10 +113,10 @@ JobSummary RunJob(const JobConfig& config, CandidateEvaluator& evaluator, Store&
                        "' proposed nothing before finishing");
       }
       std::vector<Evaluated> done(proposals.size());
-      std::vector<size_t> fresh;            // proposal index of each new evaluation
-      std::vector<Json> schedules;          // what is evaluated, in the order of `fresh`
+      std::vector<size_t> fresh;    // proposal index of each new evaluation
+      std::vector<Json> schedules;  // what is evaluated, in the order of `fresh`
       std::vector<int64_t> fresh_numbers;
-      std::map<std::string, size_t> in_batch;  // hash -> index into `fresh`
+      std::map<std::string, size_t> in_batch;                    // hash -> index into `fresh`
       std::vector<std::ptrdiff_t> source(proposals.size(), -1);  // index into fresh, or -1
       for (size_t i = 0; i < proposals.size(); ++i) {
         const Proposal& p = proposals[i];
@@ -147,8 +148,8 @@ JobSummary RunJob(const JobConfig& config, CandidateEvaluator& evaluator, Store&
       if (!schedules.empty()) {
         const std::vector<EvalResult> results = evaluator.evaluate(schedules);
         if (results.size() != schedules.size()) {
-          throw RunError("evaluator returned " + std::to_string(results.size()) +
-                         " results for " + std::to_string(schedules.size()) + " candidates");
+          throw RunError("evaluator returned " + std::to_string(results.size()) + " results for " +
+                         std::to_string(schedules.size()) + " candidates");
         }
         for (size_t k = 0; k < results.size(); ++k) {
           const Score score = ScoreOf(config.objective, results[k]);
@@ -177,11 +178,11 @@ JobSummary RunJob(const JobConfig& config, CandidateEvaluator& evaluator, Store&
         progress.failed = summary.failed;
         progress.elapsed_s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        progress.eta_s = progress.done > 0
-                             ? progress.elapsed_s / static_cast<double>(progress.done) *
-                                   static_cast<double>(std::max<int64_t>(
-                                       progress.planned - progress.done, 0))
-                             : EvalResult::kNaN;
+        progress.eta_s =
+            progress.done > 0
+                ? progress.elapsed_s / static_cast<double>(progress.done) *
+                      static_cast<double>(std::max<int64_t>(progress.planned - progress.done, 0))
+                : EvalResult::kNaN;
         std::vector<CandidateRecord> rows;
         for (const auto& entry : finished) rows.push_back(entry.second);
         if (std::optional<CandidateRecord> best = BestFeasible(rows)) {

@@ -28,31 +28,31 @@ extern const char* const kInterruptedReason;
 
 struct Progress {
   int64_t job_id = 0;
-  int64_t generation = 0;  // generation just completed (0 = seeded population)
-  int64_t done = 0;        // proposals answered this run (evaluated + reused)
-  int64_t planned = 0;     // proposals the strategy makes in the whole job
-  int64_t evaluated = 0;   // new evaluations this run
-  int64_t reused = 0;      // proposals answered from stored results this run
-  int64_t failed = 0;      // new evaluations that failed this run
+  int64_t generation = 0;                // generation just completed (0 = seeded population)
+  int64_t done = 0;                      // proposals answered this run (evaluated + reused)
+  int64_t planned = 0;                   // proposals the strategy makes in the whole job
+  int64_t evaluated = 0;                 // new evaluations this run
+  int64_t reused = 0;                    // proposals answered from stored results this run
+  int64_t failed = 0;                    // new evaluations that failed this run
   std::optional<double> best_objective;  // best feasible objective so far (PSNR dB or SSIM)
   std::optional<double> best_speedup;    // its speedup
-  double elapsed_s = 0;    // wall time since RunJob started (s)
+  double elapsed_s = 0;                  // wall time since RunJob started (s)
   double eta_s = EvalResult::kNaN;  // remaining time at this run's rate (s); NaN before any data
 };
 
 struct JobOptions {
-  std::optional<int64_t> resume_job;  // continue this job instead of creating one
+  std::optional<int64_t> resume_job;                 // continue this job instead of creating one
   std::function<void(const Progress&)> on_progress;  // called after every generation
 };
 
 struct JobSummary {
   int64_t job_id = 0;
-  int64_t evaluated = 0;   // new evaluations this run
-  int64_t reused = 0;      // proposals answered from stored results this run
-  int64_t failed = 0;      // new evaluations that failed this run
-  int64_t candidates = 0;  // rows of the job in the store (all states, all runs)
+  int64_t evaluated = 0;                // new evaluations this run
+  int64_t reused = 0;                   // proposals answered from stored results this run
+  int64_t failed = 0;                   // new evaluations that failed this run
+  int64_t candidates = 0;               // rows of the job in the store (all states, all runs)
   std::optional<CandidateRecord> best;  // Store::best_feasible of the job
-  EvalResult baseline;     // the dense baseline the job measured against
+  EvalResult baseline;                  // the dense baseline the job measured against
 };
 
 // Runs (or resumes) a job. Throws InputError when resume_job names a job whose stored config

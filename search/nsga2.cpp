@@ -24,8 +24,7 @@ void RankAndCrowd(const std::vector<Score>& scores, std::vector<int64_t>* ranks,
                   std::vector<double>* crowding) {
   *ranks = NonDominatedRanks(scores);
   crowding->assign(scores.size(), 0.0);
-  const int64_t fronts =
-      scores.empty() ? 0 : *std::max_element(ranks->begin(), ranks->end()) + 1;
+  const int64_t fronts = scores.empty() ? 0 : *std::max_element(ranks->begin(), ranks->end()) + 1;
   for (int64_t f = 0; f < fronts; ++f) {
     std::vector<size_t> front;
     for (size_t i = 0; i < scores.size(); ++i) {
@@ -51,7 +50,7 @@ bool Dominates(const Score& a, const Score& b) {
 std::vector<int64_t> NonDominatedRanks(const std::vector<Score>& scores) {
   const size_t n = scores.size();
   std::vector<std::vector<size_t>> dominated(n);  // members each one dominates
-  std::vector<int64_t> count(n, 0);                // how many dominate each one
+  std::vector<int64_t> count(n, 0);               // how many dominate each one
   for (size_t i = 0; i < n; ++i) {
     for (size_t j = 0; j < n; ++j) {
       if (i == j) continue;

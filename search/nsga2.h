@@ -39,8 +39,8 @@ class Nsga2Search : public GenerationalStrategy {
  private:
   size_t BinaryTournament();
   std::vector<Evaluated> population_;
-  std::vector<int64_t> rank_;       // per population_ member
-  std::vector<double> crowding_;    // per population_ member
+  std::vector<int64_t> rank_;     // per population_ member
+  std::vector<double> crowding_;  // per population_ member
 };
 
 }  // namespace sparsetune

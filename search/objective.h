@@ -13,11 +13,11 @@
 namespace sparsetune {
 
 struct Score {
-  bool ok = false;          // the evaluation succeeded
-  bool feasible = false;    // ok and every constraint met
+  bool ok = false;                      // the evaluation succeeded
+  bool feasible = false;                // ok and every constraint met
   double objective = EvalResult::kNaN;  // PSNR (dB) or SSIM; NaN when !ok
   double speedup = EvalResult::kNaN;    // dense latency / latency
-  double violation = 0;     // relative constraint shortfall; 0 when met, +inf when unmeasurable
+  double violation = 0;  // relative constraint shortfall; 0 when met, +inf when unmeasurable
 };
 
 // The configured objective of a result (NaN when the result failed).

@@ -26,14 +26,15 @@ Genome RandomGenome(const SearchSpace& space, std::mt19937_64& rng) {
     g.heads.push_back(draw(space.head_options().size()));
   }
   if (space.reuse_enabled()) {
-    for (int64_t s = 0; s < space.steps(); ++s) g.reuse.push_back(draw(space.reuse_choices().size()));
+    for (int64_t s = 0; s < space.steps(); ++s)
+      g.reuse.push_back(draw(space.reuse_choices().size()));
   }
   space.Normalize(&g);
   return g;
 }
 
-std::vector<int64_t> UniformCrossover(const std::vector<int64_t>& a,
-                                      const std::vector<int64_t>& b, std::mt19937_64& rng) {
+std::vector<int64_t> UniformCrossover(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                                      std::mt19937_64& rng) {
   std::vector<int64_t> child(a.size());
   for (size_t i = 0; i < a.size(); ++i) child[i] = (rng() & 1) ? a[i] : b[i];
   return child;
@@ -43,9 +44,10 @@ size_t DrawCut(size_t n, std::mt19937_64& rng) {
   return n < 2 ? n : 1 + static_cast<size_t>(UniformIndex(rng, n - 1));
 }
 
-std::vector<int64_t> OnePointCrossover(const std::vector<int64_t>& a,
-                                       const std::vector<int64_t>& b, size_t cut) {
-  std::vector<int64_t> child(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(std::min(cut, a.size())));
+std::vector<int64_t> OnePointCrossover(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                                       size_t cut) {
+  std::vector<int64_t> child(a.begin(),
+                             a.begin() + static_cast<std::ptrdiff_t>(std::min(cut, a.size())));
   for (size_t i = child.size(); i < b.size(); ++i) child.push_back(b[i]);
   return child;
 }

@@ -16,11 +16,11 @@ namespace sparsetune {
 Genome RandomGenome(const SearchSpace& space, std::mt19937_64& rng);
 
 // Each position from `a` or `b` with probability 1/2. Sizes must match.
-std::vector<int64_t> UniformCrossover(const std::vector<int64_t>& a,
-                                      const std::vector<int64_t>& b, std::mt19937_64& rng);
+std::vector<int64_t> UniformCrossover(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                                      std::mt19937_64& rng);
 // a[0, cut) + b[cut, n) with cut uniform in [1, n-1] (a copy of `a` when n < 2).
-std::vector<int64_t> OnePointCrossover(const std::vector<int64_t>& a,
-                                       const std::vector<int64_t>& b, size_t cut);
+std::vector<int64_t> OnePointCrossover(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                                       size_t cut);
 size_t DrawCut(size_t n, std::mt19937_64& rng);
 
 // Child of two parents: heads uniform, budgets and reuse one-point at one shared cut (a step),

@@ -48,7 +48,8 @@ std::vector<std::vector<int64_t>> ArmChoices(const SearchSpace& space, const Jso
   for (const Json& row : arm) {
     choices.emplace_back();
     for (const Json& pick : row) {
-      if (!pick.is_string()) throw RunError("evaluator head_advice: field 'arm': not a pattern name");
+      if (!pick.is_string())
+        throw RunError("evaluator head_advice: field 'arm': not a pattern name");
       const int64_t option = space.FindOption(pick.get<std::string>(), median);
       choices.back().push_back(option < 0 ? 0 : option);  // a pattern outside the space: dense
     }
@@ -107,12 +108,15 @@ std::vector<Proposal> SeedProposals(const SearchSpace& space, const Json& head_a
   }
   if (space.budget_grid().size() > 1) {
     for (double b : {0.4, 0.5, 0.7}) {
-      add(space.UniformBudget(b), "seed:budget@" + Amount(space.budget_grid()[space.NearestBudget(b)]));
+      add(space.UniformBudget(b),
+          "seed:budget@" + Amount(space.budget_grid()[space.NearestBudget(b)]));
     }
   }
   if (!head_advice.is_null()) {
-    if (!head_advice.is_object()) throw RunError("evaluator head_advice: must be an object or null");
-    if (head_advice.contains("arm")) add(space.FromHeadChoices(ArmChoices(space, head_advice)), "seed:arm");
+    if (!head_advice.is_object())
+      throw RunError("evaluator head_advice: must be an object or null");
+    if (head_advice.contains("arm"))
+      add(space.FromHeadChoices(ArmChoices(space, head_advice)), "seed:arm");
     if (head_advice.contains("error")) {
       add(space.FromHeadChoices(ArgminChoices(space, head_advice)), "seed:argmin-error");
     }

@@ -128,7 +128,8 @@ int64_t SearchSpace::FindOption(const std::string& pattern, double amount) const
   int64_t best = -1;
   for (size_t i = 0; i < head_options_.size(); ++i) {
     if (option_patterns_[i] != pattern) continue;
-    if (best < 0 || std::abs(option_amounts_[i] - amount) < std::abs(option_amounts_[best] - amount)) {
+    if (best < 0 ||
+        std::abs(option_amounts_[i] - amount) < std::abs(option_amounts_[best] - amount)) {
       best = static_cast<int64_t>(i);
     }
   }
@@ -140,7 +141,8 @@ std::vector<int64_t> SearchSpace::GeneCardinalities() const {
   c.reserve(GeneCount());
   c.push_back(static_cast<int64_t>(warmup_choices_.size()));
   for (int64_t s = 0; s < steps_; ++s) c.push_back(static_cast<int64_t>(budget_grid_.size()));
-  for (int64_t i = 0; i < head_count(); ++i) c.push_back(static_cast<int64_t>(head_options_.size()));
+  for (int64_t i = 0; i < head_count(); ++i)
+    c.push_back(static_cast<int64_t>(head_options_.size()));
   if (reuse_enabled()) {
     for (int64_t s = 0; s < steps_; ++s) c.push_back(static_cast<int64_t>(reuse_choices_.size()));
   }
@@ -171,15 +173,15 @@ void SearchSpace::Check(const Genome& g, const std::string& source) const {
     }
     for (size_t i = 0; i < genes.size(); ++i) {
       if (genes[i] < 0 || static_cast<size_t>(genes[i]) >= choices) {
-        fail(name + "[" + std::to_string(i) + "]",
-             "must be an index in [0, " + std::to_string(choices) + ") (got " +
-                 std::to_string(genes[i]) + ")");
+        fail(name + "[" + std::to_string(i) + "]", "must be an index in [0, " +
+                                                       std::to_string(choices) + ") (got " +
+                                                       std::to_string(genes[i]) + ")");
       }
     }
   };
   if (g.warmup < 0 || static_cast<size_t>(g.warmup) >= warmup_choices_.size()) {
-    fail("warmup", "must be an index in [0, " + std::to_string(warmup_choices_.size()) +
-                       ") (got " + std::to_string(g.warmup) + ")");
+    fail("warmup", "must be an index in [0, " + std::to_string(warmup_choices_.size()) + ") (got " +
+                       std::to_string(g.warmup) + ")");
   }
   check_list(g.budgets, "budgets", steps_, budget_grid_.size());
   check_list(g.heads, "heads", head_count(), head_options_.size());

@@ -15,8 +15,9 @@ std::unique_ptr<SearchStrategy> MakeStrategy(const StrategyContext& context) {
   if (name == "evolutionary") return std::make_unique<EvolutionarySearch>(context);
   if (name == "nsga2") return std::make_unique<Nsga2Search>(context);
   if (name == "random") return std::make_unique<RandomSearch>(context);
-  throw InputError(context.config->source.string() + ": field 'search.strategy': unknown strategy \"" +
-                   name + "\" (expected evolutionary, nsga2 or random)");
+  throw InputError(context.config->source.string() +
+                   ": field 'search.strategy': unknown strategy \"" + name +
+                   "\" (expected evolutionary, nsga2 or random)");
 }
 
 }  // namespace sparsetune

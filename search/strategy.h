@@ -35,7 +35,7 @@ struct Evaluated {
   Genome genome;
   int64_t number = -1;  // candidate number in the store (a reused result keeps its first number)
   EvalResult result;
-  Score score;          // objective, feasibility and violation computed by the job loop
+  Score score;  // objective, feasibility and violation computed by the job loop
 };
 
 class SearchStrategy {
@@ -51,9 +51,9 @@ class SearchStrategy {
 
 // What a strategy needs besides the config.
 struct StrategyContext {
-  const JobConfig* config = nullptr;     // search, objective and space settings
-  const SearchSpace* space = nullptr;    // must outlive the strategy
-  Json head_advice = nullptr;            // CandidateEvaluator::head_advice(), null when none
+  const JobConfig* config = nullptr;           // search, objective and space settings
+  const SearchSpace* space = nullptr;          // must outlive the strategy
+  Json head_advice = nullptr;                  // CandidateEvaluator::head_advice(), null when none
   double dense_latency_ms = EvalResult::kNaN;  // to turn max_latency_ms into a latency ratio
 };
 

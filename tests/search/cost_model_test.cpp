@@ -1,8 +1,9 @@
+#include "search/cost_model.h"
+
 #include <cmath>
 #include <limits>
 #include <random>
 
-#include "search/cost_model.h"
 #include "search/operators.h"
 #include "tests/catch.h"
 #include "tests/search/fakes.h"

@@ -17,9 +17,8 @@
 namespace sparsetune::test {
 
 inline Json ToyGeometry(int64_t layers = 2, int64_t heads = 3, int64_t steps = 6) {
-  return Json{{"name", "toy"},       {"layers", layers},         {"heads", heads},
-              {"head_dim", 16},      {"grid", {2, 4, 4}},         {"text_tokens", 0},
-              {"text_position", "none"}, {"steps", steps}};
+  return Json{{"name", "toy"},     {"layers", layers}, {"heads", heads},          {"head_dim", 16},
+              {"grid", {2, 4, 4}}, {"text_tokens", 0}, {"text_position", "none"}, {"steps", steps}};
 }
 
 inline JobConfig ToyConfig(const std::string& strategy = "evolutionary", uint64_t seed = 7) {
@@ -81,6 +80,7 @@ class FakeEvaluator : public CandidateEvaluator {
   Json model_geometry() const override { return geometry_; }
   std::string device_name() const override { return "fake"; }
   Json head_advice(const std::vector<Json>& options) override {
+    ++advice_calls;
     if (!give_advice) return nullptr;
     Json arm = Json::array(), error = Json::array();
     for (int64_t l = 0; l < geometry_["layers"].get<int64_t>(); ++l) {
@@ -101,7 +101,8 @@ class FakeEvaluator : public CandidateEvaluator {
   static double OptionError(const Json& o, int64_t layer, int64_t head) {
     const std::string p = o.at("pattern");
     if (p == "dense") return 0.0;
-    const double amount = o.contains("keep") ? o.at("keep").get<double>() : o.at("density").get<double>();
+    const double amount =
+        o.contains("keep") ? o.at("keep").get<double>() : o.at("density").get<double>();
     double e = 1.0 - amount;
     if (p == "temporal" && layer % 2 == 0) e *= 0.5;
     if (p == "spatial" && layer % 2 == 1) e *= 0.6;
@@ -122,8 +123,9 @@ class FakeEvaluator : public CandidateEvaluator {
       for (size_t h = 0; h < s.at("heads")[l].size(); ++h) {
         const Json& o = s.at("heads")[l][h];
         const std::string p = o.at("pattern");
-        head_density += p == "dense" ? 1.0 : (p == "block_sparse" ? o.at("keep").get<double>()
-                                                                   : o.at("density").get<double>());
+        head_density += p == "dense" ? 1.0
+                                     : (p == "block_sparse" ? o.at("keep").get<double>()
+                                                            : o.at("density").get<double>());
         head_error += OptionError(o, static_cast<int64_t>(l), static_cast<int64_t>(h));
         ++heads;
       }
@@ -155,11 +157,12 @@ class FakeEvaluator : public CandidateEvaluator {
   }
 
   static constexpr double kDenseMs = 10.0;
-  int64_t calls = 0;          // evaluate() calls
-  int64_t evaluations = 0;    // schedules evaluated
-  int64_t kill_after = -1;    // >= 0: throw SimulatedKill before evaluation number kill_after
+  int64_t calls = 0;         // evaluate() calls
+  int64_t advice_calls = 0;  // head_advice() calls
+  int64_t evaluations = 0;   // schedules evaluated
+  int64_t kill_after = -1;   // >= 0: throw SimulatedKill before evaluation number kill_after
   bool give_advice = true;
-  std::function<bool(const Json&)> fail_if;  // schedules for which the candidate fails
+  std::function<bool(const Json&)> fail_if;     // schedules for which the candidate fails
   std::map<std::string, int64_t> per_schedule;  // evaluations per schedule text
 
  private:

@@ -1,7 +1,8 @@
+#include "search/job.h"
+
 #include <set>
 
 #include "core/error.h"
-#include "search/job.h"
 #include "search/space.h"
 #include "tests/catch.h"
 #include "tests/search/fakes.h"
@@ -45,7 +46,8 @@ TEST_CASE("a job is reproducible for a seed and ends with its best feasible cand
     CHECK(s1.baseline(a.job_id)->latency_ms == FakeEvaluator::kDenseMs);
     // The best is the best feasible row of the store.
     for (const CandidateRecord& r : s1.candidates(a.job_id)) {
-      if (r.state == CandidateState::kComplete && r.feasible) CHECK(r.objective <= a.best->objective);
+      if (r.state == CandidateState::kComplete && r.feasible)
+        CHECK(r.objective <= a.best->objective);
       CHECK(r.state != CandidateState::kRunning);
     }
     // The dense seed is the first candidate and is infeasible under min_speedup 1.6.
@@ -67,7 +69,7 @@ TEST_CASE("a job never evaluates a genome twice", "[search]") {
   c.search.population = 6;
   c.search.generations = 4;
   c.search.batch_size = 4;
-  for (const char* strategy : {"random", "evolutionary"}) {
+  for (const char* strategy : {"random", "evolutionary", "nsga2"}) {
     c.search.strategy = strategy;
     FakeEvaluator evaluator(ToyGeometry(1, 2, 3));
     const auto store_owner = MakeMemoryStore();
@@ -143,6 +145,9 @@ TEST_CASE("a killed job resumes to the same best without re-evaluating finished 
     CHECK(resumed.best->genome_hash == clean.best->genome_hash);
     CHECK(resumed.best->objective == clean.best->objective);
     CHECK(resumed.reused >= kept);
+    // Baseline and head advice come from the first run, so the replay seeds the same way.
+    CHECK(evaluator.advice_calls == 0);
+    CHECK(dying.advice_calls == 1);
     // Nothing that was COMPLETE before the kill is evaluated again.
     for (const CandidateRecord& r : store.candidates(job)) {
       if (r.number >= kept + 3) CHECK(finished_before.count(r.genome_hash) == 0);

@@ -1,9 +1,10 @@
+#include "search/space.h"
+
 #include <random>
 #include <set>
 
 #include "core/error.h"
 #include "search/operators.h"
-#include "search/space.h"
 #include "tests/catch.h"
 #include "tests/search/fakes.h"
 
@@ -22,7 +23,8 @@ TEST_CASE("genome hash is the FNV-1a of the canonical JSON and stable", "[search
   g.warmup = 1;
   g.budgets = {3, 3, 0, 1};
   g.heads = {0, 2, 1, 4};
-  const std::string canonical = R"({"budgets":[3,3,0,1],"heads":[[0,2],[1,4]],"reuse":[],"warmup":1})";
+  const std::string canonical =
+      R"({"budgets":[3,3,0,1],"heads":[[0,2],[1,4]],"reuse":[],"warmup":1})";
   CHECK(GenomeToJson(g, 2).dump() == canonical);
   char expected[17];
   std::snprintf(expected, sizeof(expected), "%016llx",
@@ -47,7 +49,9 @@ TEST_CASE("search space lists the configured options in canonical order", "[sear
   REQUIRE(o.size() == 1 + 2 + 2 + 2);
   CHECK(o[0] == Json{{"pattern", "dense"}});
   CHECK(o[1] == Json{{"pattern", "temporal"}, {"density", 0.15}});
-  CHECK(o[3] == Json{{"pattern", "block_sparse"}, {"keep", 0.2}, {"first_frame_sink", false},
+  CHECK(o[3] == Json{{"pattern", "block_sparse"},
+                     {"keep", 0.2},
+                     {"first_frame_sink", false},
                      {"mask_refresh", 3}});
   CHECK(o[6] == Json{{"pattern", "auto"}, {"density", 0.3}, {"arm_refresh", 5}});
   CHECK(space.option_costs()[4] == Approx(0.4));
@@ -123,8 +127,9 @@ TEST_CASE("ToSchedule writes a complete schedule v1 document", "[search]") {
   CHECK(s["heads"][0][0] == Json{{"pattern", "dense"}});
   CHECK(s["heads"][1][2] == space.head_options()[5]);
   CHECK(s["reuse"] == Json{{"kind", "timeripple"},
-                           {"threshold", {SearchSpace::kReuseOff, SearchSpace::kReuseOff, 0.9,
-                                          SearchSpace::kReuseOff, 0.9, 0.9}}});
+                           {"threshold",
+                            {SearchSpace::kReuseOff, SearchSpace::kReuseOff, 0.9,
+                             SearchSpace::kReuseOff, 0.9, 0.9}}});
   c.schedule.token_order = "raster";
   c.space.reuse_thresholds.clear();
   const SearchSpace raster(c, ToyGeometry());

@@ -215,15 +215,15 @@ TEST_CASE("elitism keeps the best feasible candidates", "[search]") {
 
 TEST_CASE("NSGA-II ranks a hand-made front exactly", "[search]") {
   const std::vector<Score> s = {
-      Feasible(30, 1.0),     // 0 A  front 0
-      Feasible(25, 2.0),     // 1 B  front 0
-      Feasible(20, 3.0),     // 2 C  front 0
-      Feasible(24, 1.5),     // 3 D  dominated by B
-      Feasible(19, 2.9),     // 4 E  dominated by C
-      Feasible(18, 1.0),     // 5 F  dominated by D and E
-      Infeasible(99, 0.1),   // 6 G  below every feasible one
-      Infeasible(99, 0.5),   // 7 H  dominated by G
-      Failed(),              // 8 I  last
+      Feasible(30, 1.0),    // 0 A  front 0
+      Feasible(25, 2.0),    // 1 B  front 0
+      Feasible(20, 3.0),    // 2 C  front 0
+      Feasible(24, 1.5),    // 3 D  dominated by B
+      Feasible(19, 2.9),    // 4 E  dominated by C
+      Feasible(18, 1.0),    // 5 F  dominated by D and E
+      Infeasible(99, 0.1),  // 6 G  below every feasible one
+      Infeasible(99, 0.5),  // 7 H  dominated by G
+      Failed(),             // 8 I  last
   };
   CHECK(NonDominatedRanks(s) == std::vector<int64_t>{0, 0, 0, 1, 1, 2, 3, 4, 5});
   CHECK(Dominates(s[1], s[3]));
@@ -283,8 +283,10 @@ TEST_CASE("a strategy proposes nothing while a generation awaits its results", "
   REQUIRE_THROWS_AS(s.notify(too_many), RunError);
 }
 
-TEST_CASE("evolutionary and NSGA-II runs are reproducible and honour the constraint better "
-          "than their seeds", "[search]") {
+TEST_CASE(
+    "evolutionary and NSGA-II runs are reproducible and honour the constraint better "
+    "than their seeds",
+    "[search]") {
   for (const char* name : {"evolutionary", "nsga2"}) {
     const JobConfig c = ToyConfig(name, 4);
     const SearchSpace space(c, ToyGeometry());
@@ -294,7 +296,8 @@ TEST_CASE("evolutionary and NSGA-II runs are reproducible and honour the constra
     const auto pa = Drive(*a, space, 4, c.objective);
     const auto pb = Drive(*b, space, 8, c.objective);
     REQUIRE(pa.size() == pb.size());
-    for (size_t i = 0; i < pa.size(); ++i) CHECK(space.Hash(pa[i].genome) == space.Hash(pb[i].genome));
+    for (size_t i = 0; i < pa.size(); ++i)
+      CHECK(space.Hash(pa[i].genome) == space.Hash(pb[i].genome));
     // Children are repaired toward the constraint: most of them are feasible.
     FakeEvaluator evaluator;
     size_t children = 0, feasible = 0;
@@ -316,10 +319,18 @@ TEST_CASE("seeds come in the documented order without duplicates", "[search]") {
   const auto seeds = SeedProposals(space, advice, 12, rng);
   std::vector<std::string> origins;
   for (const auto& p : seeds) origins.push_back(p.origin);
-  const std::vector<std::string> expected = {
-      "seed:dense", "seed:block_sparse@0.2", "seed:block_sparse@0.4", "seed:budget@0.5",
-      "seed:budget@0.7", "seed:arm", "seed:argmin-error", "random", "random", "random",
-      "random", "random"};
+  const std::vector<std::string> expected = {"seed:dense",
+                                             "seed:block_sparse@0.2",
+                                             "seed:block_sparse@0.4",
+                                             "seed:budget@0.5",
+                                             "seed:budget@0.7",
+                                             "seed:arm",
+                                             "seed:argmin-error",
+                                             "random",
+                                             "random",
+                                             "random",
+                                             "random",
+                                             "random"};
   // 0.4 and 0.5 both map to the grid value 0.5: the second is a duplicate and dropped.
   CHECK(origins == expected);
   std::set<std::string> hashes;
