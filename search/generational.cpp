@@ -53,7 +53,8 @@ void GenerationalStrategy::notify(const std::vector<Evaluated>& done) {
   outstanding_ -= done.size();
   for (const Evaluated& e : done) {
     results_.push_back(e);
-    if (!e.result.ok) continue;
+    // A reused result is the same measurement again: fit each candidate once.
+    if (!e.result.ok || !modelled_.insert(e.number).second) continue;
     cost_.add(e.genome, e.result.latency_ms / e.result.dense_latency_ms);
     if (!std::isfinite(dense_latency_ms_) && std::isfinite(e.result.dense_latency_ms)) {
       dense_latency_ms_ = e.result.dense_latency_ms;

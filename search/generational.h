@@ -57,6 +57,7 @@ class GenerationalStrategy : public SearchStrategy {
   size_t outstanding_ = 0;  // proposals handed out, not yet notified
   std::vector<Evaluated> results_;
   std::set<std::string> seen_;
+  std::set<int64_t> modelled_;  // candidate numbers already in the cost model
 };
 
 }  // namespace sparsetune
