@@ -14,6 +14,10 @@ class RealCuptiApi final : public CuptiApi {
                                  CUpti_BuffersCallbackCompleteFunc completed) override {
     return cuptiActivityRegisterCallbacks(requested, completed);
   }
+  CUptiResult set_attribute(CUpti_ActivityAttribute attribute, size_t* value_size,
+                            void* value) override {
+    return cuptiActivitySetAttribute(attribute, value_size, value);
+  }
   CUptiResult flush_all(uint32_t flag) override { return cuptiActivityFlushAll(flag); }
   CUptiResult get_next_record(uint8_t* buffer, size_t valid_bytes,
                               CUpti_Activity** record) override {

@@ -35,6 +35,9 @@ class CuptiApi {
   // Registers the buffer callbacks (cuptiActivityRegisterCallbacks).
   virtual CUptiResult register_callbacks(CUpti_BuffersCallbackRequestFunc requested,
                                          CUpti_BuffersCallbackCompleteFunc completed) = 0;
+  // cuptiActivitySetAttribute.
+  virtual CUptiResult set_attribute(CUpti_ActivityAttribute attribute, size_t* value_size,
+                                    void* value) = 0;
   // cuptiActivityFlushAll; with CUPTI_ACTIVITY_FLAG_FLUSH_FORCED also incomplete buffers.
   virtual CUptiResult flush_all(uint32_t flag) = 0;
   // cuptiActivityGetNextRecord: *record nullptr on input gives the first record.

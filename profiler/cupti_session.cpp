@@ -1,6 +1,8 @@
 // CUPTI session, buffer trampolines and record parsing (cupti_session.h).
 #include "profiler/cupti_session.h"
 
+#include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -12,7 +14,17 @@ namespace sparsetune {
 namespace {
 
 constexpr size_t kRecordAlignment = 8;  // ACTIVITY_RECORD_ALIGNMENT in cupti_common.h
-constexpr size_t kSpareBuffers = 2;     // completed buffers kept for reuse instead of freed
+// Completed buffers kept, zeroed, for reuse. Buffers must be ready before the measured region:
+// a buffer requested during it is taken on the launching thread, between two kernel launches.
+// On an H200, making and zeroing an 8 MiB buffer there (CUPTI zeroes buffers itself unless told
+// they come zeroed) delayed the next launch by ~0.4 ms and serialised two kernels meant to
+// overlap on two streams. flush() tops the pool up again (it runs between measured regions), since
+// CUPTI may keep buffers it was handed rather than return them on every flush.
+constexpr size_t kSpareBuffers = 3;
+
+size_t RoundUp(size_t bytes) {
+  return (bytes + kRecordAlignment - 1) / kRecordAlignment * kRecordAlignment;
+}
 
 // State the static CUPTI callbacks share with the sessions. Lock rules:
 //  * `mutex` guards every field here and the record fields of the active session;
@@ -34,6 +46,25 @@ struct SharedState {
 SharedState& Shared() {
   static SharedState* state = new SharedState;
   return *state;
+}
+
+// Tops the spare pool up to kSpareBuffers zeroed buffers of `bytes`; spares of another size
+// (an earlier session's) are freed. Allocates outside the lock.
+void PrepareSpares(size_t bytes) {
+  SharedState& shared = Shared();
+  size_t missing = 0;
+  {
+    std::lock_guard<std::mutex> lock(shared.mutex);
+    auto& spare = shared.spare;
+    spare.erase(std::remove_if(spare.begin(), spare.end(),
+                               [&](const ActivityBuffer& b) { return b.size() != bytes; }),
+                spare.end());
+    missing = spare.size() < kSpareBuffers ? kSpareBuffers - spare.size() : 0;
+  }
+  std::vector<ActivityBuffer> fresh;
+  for (size_t i = 0; i < missing; ++i) fresh.emplace_back(bytes);
+  std::lock_guard<std::mutex> lock(shared.mutex);
+  for (ActivityBuffer& b : fresh) shared.spare.push_back(std::move(b));
 }
 
 const char* MemcpyKindName(uint8_t kind) {
@@ -72,9 +103,10 @@ bool SetTimes(uint64_t start, uint64_t end, KernelRecord* out) {
 }  // namespace
 
 ActivityBuffer::ActivityBuffer(size_t bytes) {
-  const size_t rounded = (bytes + kRecordAlignment - 1) / kRecordAlignment * kRecordAlignment;
-  void* p = std::aligned_alloc(kRecordAlignment, rounded == 0 ? kRecordAlignment : rounded);
+  const size_t rounded = RoundUp(bytes == 0 ? 1 : bytes);
+  void* p = std::aligned_alloc(kRecordAlignment, rounded);
   if (p == nullptr) throw std::bad_alloc();
+  std::memset(p, 0, rounded);
   data_.reset(static_cast<uint8_t*>(p));
   size_ = rounded;
 }
@@ -159,9 +191,20 @@ CuptiSession::CuptiSession(CuptiApi& api, size_t buffer_bytes)
       throw RunError("CUPTI: another profiling session is active (one at a time per process)");
     }
     Shared().active = this;
-    Shared().buffer_bytes = buffer_bytes_;
+    Shared().buffer_bytes = RoundUp(buffer_bytes_);
   }
+  PrepareSpares(RoundUp(buffer_bytes_));
   std::string failure;
+  // Our buffers come zeroed (ActivityBuffer, recycling in on_buffer_completed), so CUPTI need
+  // not zero them on the launching thread. If CUPTI refuses, it zeroes them itself: slower
+  // launches while buffers are handed out, not wrong records.
+  uint8_t zeroed = 1;
+  size_t zeroed_size = sizeof(zeroed);
+  if (api_.set_attribute(CUPTI_ACTIVITY_ATTR_ZEROED_OUT_ACTIVITY_BUFFER, &zeroed_size, &zeroed) !=
+      CUPTI_SUCCESS) {
+    std::lock_guard<std::mutex> lock(Shared().mutex);
+    warnings_.push_back("CUPTI would not take zeroed buffers: launches may stall while it zeroes them");
+  }
   CUptiResult status = api_.register_callbacks(&CuptiSession::on_buffer_requested,
                                                &CuptiSession::on_buffer_completed);
   if (status != CUPTI_SUCCESS) {
@@ -201,6 +244,7 @@ void CuptiSession::flush() {
   if (status != CUPTI_SUCCESS) {
     throw RunError("CUPTI: cuptiActivityFlushAll: " + api_.result_string(status));
   }
+  PrepareSpares(RoundUp(buffer_bytes_));
 }
 
 void CuptiSession::stop() {
@@ -271,7 +315,7 @@ void CUPTIAPI CuptiSession::on_buffer_requested(uint8_t** buffer, size_t* size,
   size_t bytes = 0;
   {
     std::lock_guard<std::mutex> lock(shared.mutex);
-    bytes = (shared.buffer_bytes + kRecordAlignment - 1) / kRecordAlignment * kRecordAlignment;
+    bytes = shared.buffer_bytes;
     // Reuse only a spare of the size the session asked for.
     if (!shared.spare.empty() && shared.spare.back().size() == bytes) {
       block = std::move(shared.spare.back());
@@ -305,7 +349,12 @@ void CUPTIAPI CuptiSession::on_buffer_completed(CUcontext context, uint32_t stre
   if (shared.active != nullptr) {
     shared.active->consume(block.data(), valid_bytes, context, stream_id);
   }
-  if (shared.spare.size() < kSpareBuffers) shared.spare.push_back(std::move(block));
+  if (shared.spare.size() < kSpareBuffers && block.size() == shared.buffer_bytes) {
+    // Zero it again for CUPTI (ZEROED_OUT_ACTIVITY_BUFFER). CUPTI writes records from the start
+    // of a buffer and reports how far it wrote, so only the first valid_bytes need clearing.
+    std::memset(block.data(), 0, std::min(valid_bytes, block.size()));
+    shared.spare.push_back(std::move(block));
+  }
 }
 
 void CuptiSession::consume(uint8_t* buffer, size_t valid_bytes, CUcontext context,

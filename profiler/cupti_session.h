@@ -2,7 +2,7 @@
 //
 // Only built with SPARSETUNE_WITH_CUPTI. Shape (after Kineto's libkineto):
 //
-//   CuptiSession(api)  registers on_buffer_requested / on_buffer_completed (static trampolines),
+//   CuptiSession(api)  prepares zeroed spare buffers, registers on_buffer_requested / on_buffer_completed (static trampolines),
 //                      enables CONCURRENT_KERNEL, MEMCPY, MEMSET activity
 //   CUPTI              asks for an empty ActivityBuffer, fills it, hands it back completed
 //                      (from its own worker thread, or from the thread that calls flush())
@@ -27,11 +27,13 @@
 namespace sparsetune {
 
 // A block of memory handed to CUPTI for activity records: 8-byte aligned (CUPTI's
-// ACTIVITY_RECORD_ALIGNMENT), owned here, move-only so exactly one owner frees it.
+// ACTIVITY_RECORD_ALIGNMENT), zero-filled (the session tells CUPTI that its buffers come zeroed,
+// see cupti_session.cpp), owned here, move-only so exactly one owner frees it.
 class ActivityBuffer {
  public:
   ActivityBuffer() = default;
-  // Allocates `bytes` (rounded up to a multiple of 8); throws std::bad_alloc when it cannot.
+  // Allocates `bytes` (rounded up to a multiple of 8), zero-filled; throws std::bad_alloc when
+  // it cannot.
   explicit ActivityBuffer(size_t bytes);
   ActivityBuffer(ActivityBuffer&&) noexcept = default;
   ActivityBuffer& operator=(ActivityBuffer&&) noexcept = default;
@@ -65,7 +67,8 @@ class CuptiSession {
  public:
   static constexpr size_t kDefaultBufferBytes = size_t{8} << 20;
 
-  // Registers the buffer callbacks and enables CONCURRENT_KERNEL, MEMCPY and MEMSET activity.
+  // Prepares zeroed spare buffers, tells CUPTI its buffers come zeroed, registers the buffer
+  // callbacks and enables CONCURRENT_KERNEL, MEMCPY and MEMSET activity.
   // Throws RunError, naming the CUPTI call and its result, when a call fails (kinds already
   // enabled are disabled again) or when another session is active. `api` must outlive it.
   explicit CuptiSession(CuptiApi& api, size_t buffer_bytes = kDefaultBufferBytes);
@@ -76,7 +79,9 @@ class CuptiSession {
   CuptiSession& operator=(const CuptiSession&) = delete;
 
   // Forced flush: every buffer, complete or not, is handed back before it returns. Synchronise
-  // the device first, or records of unfinished work come back without end timestamps.
+  // the device first, or records of unfinished work come back without end timestamps. Then
+  // refills the pool of zeroed spare buffers, so that CUPTI finds one ready during the next
+  // measured region instead of waiting for an allocation on the launching thread.
   void flush();
   // Flushes, disables the activity kinds and detaches from the callbacks. Idempotent. Throws
   // RunError when a CUPTI call failed (the session is stopped anyway).

@@ -40,6 +40,7 @@ TEST_CASE("ActivityBuffer is move-only, owning and 8-byte aligned", "[profiler]"
   ActivityBuffer a(1001);
   REQUIRE(a.data() != nullptr);
   CHECK(a.size() == 1008);
+  CHECK(std::all_of(a.data(), a.data() + a.size(), [](uint8_t v) { return v == 0; }));
   CHECK(reinterpret_cast<uintptr_t>(a.data()) % 8 == 0);
   uint8_t* p = a.data();
   ActivityBuffer b(std::move(a));
@@ -56,7 +57,7 @@ TEST_CASE("CuptiSession enables on start, flushes and disables on stop", "[profi
   {
     CuptiSession session(api);
     CHECK(session.running());
-    const std::vector<std::string> started = {"register",
+    const std::vector<std::string> started = {"zeroed 1", "register",
                                               Enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL),
                                               Enable(CUPTI_ACTIVITY_KIND_MEMCPY),
                                               Enable(CUPTI_ACTIVITY_KIND_MEMSET)};
@@ -95,9 +96,9 @@ TEST_CASE("CuptiSession reports the CUPTI call that failed and cleans up", "[pro
   REQUIRE_THROWS_WITH(CuptiSession(api), "CUPTI: cuptiActivityEnable(MEMSET): FAKE_CUPTI_ERROR_" +
                                              std::to_string(CUPTI_ERROR_NOT_COMPATIBLE));
   // The kinds enabled before the failure are disabled again, newest first.
-  REQUIRE(api.calls.size() == 6);
-  CHECK(api.calls[4] == Disable(CUPTI_ACTIVITY_KIND_MEMCPY));
-  CHECK(api.calls[5] == Disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL));
+  REQUIRE(api.calls.size() == 7);
+  CHECK(api.calls[5] == Disable(CUPTI_ACTIVITY_KIND_MEMCPY));
+  CHECK(api.calls[6] == Disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL));
   api.fail_enable = CUPTI_ACTIVITY_KIND_INVALID;
   REQUIRE_NOTHROW(CuptiSession(api));  // the failed one did not stay registered as active
 
@@ -224,14 +225,21 @@ TEST_CASE("CuptiSession collects dropped records and buffers completed on CUPTI'
     CHECK(records[i].correlation == static_cast<int64_t>(i + 1));
   }
   CHECK(session.dropped_records() == 13 * 3);
+  // Recycled buffers went back zeroed: CUPTI was told it need not zero them.
+  CHECK(api.dirty_buffers == 0);
 }
 
-TEST_CASE("CuptiSession warns when the CUPTI library differs from its headers", "[profiler]") {
+TEST_CASE("CuptiSession warns about a different CUPTI library or refused settings",
+          "[profiler]") {
   FakeCuptiApi api;
   api.version = CUPTI_API_VERSION + 100;
+  api.refuse_attributes = true;
   CuptiSession session(api);
-  REQUIRE(session.warnings().size() == 1);
+  REQUIRE(session.warnings().size() == 2);
   CHECK(session.warnings()[0].find("kernel record layout may differ") != std::string::npos);
+  CHECK(session.warnings()[1] ==
+        "CUPTI would not take zeroed buffers: launches may stall while it zeroes them");
+  CHECK(session.running());
 }
 
 TEST_CASE("CuptiProfiler measures kernel time per repeat and discards warm-up", "[profiler]") {
@@ -281,6 +289,7 @@ TEST_CASE("CuptiProfiler measures kernel time per repeat and discards warm-up", 
   CHECK(categories[0].total_ns + categories[1].total_ns ==
         Approx(m.repeat_ns[0] + m.repeat_ns[1] + m.repeat_ns[2] + m.repeat_ns[3] +
                m.repeat_ns[4]));
+  CHECK(api->dirty_buffers == 0);
   // The session is over: a new one may start.
   REQUIRE_NOTHROW(CuptiSession(*api));
 }

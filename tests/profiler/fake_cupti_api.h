@@ -4,6 +4,7 @@
 // CUPTI does. The session's trampolines and ParseActivityBuffer thus run their real code paths.
 #pragma once
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -22,12 +23,15 @@ class FakeCuptiApi : public CuptiApi {
   size_t dropped_per_buffer = 0;               // reported once per completed buffer
   bool complete_full_buffers_on_thread = false;  // hand full buffers back from another thread
   uint32_t version = CUPTI_API_VERSION;        // what get_version reports
+  bool refuse_attributes = false;              // set_attribute fails
   uint64_t clock_ns = 1'700'000'000'000'000'000ull;  // CUPTI's clock; advanced by emitted work
 
   // ---- what happened ----
-  std::vector<std::string> calls;  // "enable KIND", "disable KIND", "register", "flush F"
+  std::vector<std::string> calls;  // "zeroed V", "enable KIND", "disable KIND", "register",
+                                   // "flush F"
   int buffers_requested = 0;
   int buffers_completed = 0;
+  int dirty_buffers = 0;  // buffers handed over not zero-filled though CUPTI was told they are
 
   // ---- device work ----
   // A kernel of `duration_ns` that starts now on the fake clock; the clock moves past its end.
@@ -101,6 +105,16 @@ class FakeCuptiApi : public CuptiApi {
     completed_ = completed;
     return requested && completed ? CUPTI_SUCCESS : CUPTI_ERROR_INVALID_PARAMETER;
   }
+  CUptiResult set_attribute(CUpti_ActivityAttribute attribute, size_t* value_size,
+                            void* value) override {
+    if (refuse_attributes || attribute != CUPTI_ACTIVITY_ATTR_ZEROED_OUT_ACTIVITY_BUFFER ||
+        *value_size != 1) {
+      return CUPTI_ERROR_INVALID_PARAMETER;
+    }
+    zeroed_buffers_ = *static_cast<uint8_t*>(value) != 0;
+    calls.push_back("zeroed " + std::to_string(zeroed_buffers_ ? 1 : 0));
+    return CUPTI_SUCCESS;
+  }
   CUptiResult flush_all(uint32_t flag) override {
     calls.push_back("flush " + std::to_string(flag));
     if (fail_flush != CUPTI_SUCCESS) return fail_flush;
@@ -155,6 +169,9 @@ class FakeCuptiApi : public CuptiApi {
         buffer_ = nullptr;
         return;  // CUPTI drops the record
       }
+      if (zeroed_buffers_ && std::any_of(buffer_, buffer_ + size_, [](uint8_t b) { return b; })) {
+        ++dirty_buffers;
+      }
     }
     std::memcpy(buffer_ + used_, record, size);
     used_ += size;
@@ -181,6 +198,7 @@ class FakeCuptiApi : public CuptiApi {
   size_t size_ = 0;
   size_t used_ = 0;
   uint32_t correlation_ = 0;
+  bool zeroed_buffers_ = false;
   std::deque<std::string> names_;  // kernel names outlive the records pointing at them
 };
 

@@ -15,6 +15,12 @@ __global__ void sparsetune_test_vector_add(const float* a, const float* b, float
   if (i < n) c[i] = a[i] + b[i];
 }
 
+__global__ void sparsetune_test_spin(long long cycles) {
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+}
+
 void Check(cudaError_t status, const char* call) {
   if (status != cudaSuccess) {
     throw std::runtime_error(std::string(call) + ": " + cudaGetErrorString(status));
@@ -73,6 +79,25 @@ double VectorAdd::max_error() {
     worst = std::fmax(worst, std::fabs(static_cast<double>(c[i]) - (host_a_[i] + host_b_[i])));
   }
   return worst;
+}
+
+TwoStreamSpin::TwoStreamSpin(int64_t cycles) : cycles_(cycles) {
+  for (void*& s : streams_) {
+    cudaStream_t stream = nullptr;
+    Check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    s = stream;
+  }
+}
+
+TwoStreamSpin::~TwoStreamSpin() {
+  for (void* s : streams_) cudaStreamDestroy(static_cast<cudaStream_t>(s));
+}
+
+void TwoStreamSpin::run() {
+  for (void* s : streams_) {
+    sparsetune_test_spin<<<1, 32, 0, static_cast<cudaStream_t>(s)>>>(cycles_);
+    Check(cudaGetLastError(), "spin launch");
+  }
 }
 
 }  // namespace sparsetune::test

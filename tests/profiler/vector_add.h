@@ -37,4 +37,19 @@ class VectorAdd {
   std::vector<float> host_b_;
 };
 
+// Two single-block kernels that each spin for `cycles` GPU clocks, on two non-blocking streams,
+// so that they can run at the same time.
+class TwoStreamSpin {
+ public:
+  explicit TwoStreamSpin(int64_t cycles);
+  ~TwoStreamSpin();
+  TwoStreamSpin(const TwoStreamSpin&) = delete;
+  TwoStreamSpin& operator=(const TwoStreamSpin&) = delete;
+  void run();
+
+ private:
+  int64_t cycles_;
+  void* streams_[2] = {nullptr, nullptr};  // cudaStream_t, kept opaque for plain C++ callers
+};
+
 }  // namespace sparsetune::test
