@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 
 namespace sparsetune {
 
@@ -67,13 +68,14 @@ AttentionOutput BlockSparseAttention(const Layout& l, const torch::Tensor& q,
 
   int64_t begin = 0;
   while (begin < n_groups) {
-    // Grow the chunk while its padded scores and gathered keys stay within budget.
-    int64_t end = begin, max_k = 0, max_q = 0;
+    // Grow the chunk while its key padding stays small (groups are sorted by key count) and its
+    // gathered keys stay within budget.
+    int64_t end = begin + 1, max_k = gk_p[begin], max_q = gq_p[begin];
     while (end < n_groups) {
       const int64_t mk = std::max(max_k, gk_p[end]);
       const int64_t mq = std::max(max_q, gq_p[end]);
       const int64_t rows = end - begin + 1;
-      if (rows > 1 && rows * mk * bs * std::max(mq, d) > kChunkElements) break;
+      if (mk * 8 > gk_p[begin] * 9 || rows * mk * bs * std::max(mq, d) > kChunkElements) break;
       max_k = mk, max_q = mq, ++end;
     }
     const int64_t r = end - begin;
@@ -89,30 +91,35 @@ AttentionOutput BlockSparseAttention(const Layout& l, const torch::Tensor& q,
     const torch::Tensor kvalid =
         torch::arange(max_k, i64).unsqueeze(0) < gk.narrow(0, begin, r).unsqueeze(1);
     const torch::Tensor kflat = (g.unsqueeze(1) * nb + kblk).reshape({r * max_k});
-    const torch::Tensor kc = kp.index_select(0, kflat).reshape({r, max_k * bs, d});
-    const torch::Tensor vc = vp.index_select(0, kflat).reshape({r, max_k * bs, d});
+    const torch::Tensor kc = kp.index_select(0, kflat).reshape({r, 1, max_k * bs, d});
+    const torch::Tensor vc = vp.index_select(0, kflat).reshape({r, 1, max_k * bs, d});
     const torch::Tensor key_ok =
-        (kvalid.unsqueeze(2) & slot_valid.index_select(0, kblk.reshape({r * max_k})).reshape({r, max_k, bs}))
-            .reshape({r, 1, max_k * bs});
+        (kvalid.unsqueeze(2) &
+         slot_valid.index_select(0, kblk.reshape({r * max_k})).reshape({r, max_k, bs}))
+            .reshape({r, 1, 1, max_k * bs});
 
     // Queries of each group, padded to max_q; pad rows read the zero row and write a dump row.
     const torch::Tensor t = torch::arange(max_q, i64).unsqueeze(0);
     const torch::Tensor qvalid = t < gq_count.index_select(0, gid).unsqueeze(1);
     const torch::Tensor off = q_off_flat.index_select(0, b * nb + blk).unsqueeze(1);
     const torch::Tensor src =
-        q_sorted_flat.index_select(0, (b.unsqueeze(1) * nq + (off + t).clamp_max(nq - 1)).reshape({-1}))
+        q_sorted_flat
+            .index_select(0, (b.unsqueeze(1) * nq + (off + t).clamp_max(nq - 1)).reshape({-1}))
             .reshape({r, max_q});
     const torch::Tensor qrow = torch::where(qvalid, g.unsqueeze(1) * nq + src,
                                             torch::full({1, 1}, g_count * nq, i64));
-    const torch::Tensor qc = q_ext.index_select(0, qrow.reshape({-1})).reshape({r, max_q, d});
+    const torch::Tensor qc = q_ext.index_select(0, qrow.reshape({-1})).reshape({r, 1, max_q, d});
 
-    torch::Tensor scores = torch::bmm(qc, kc.transpose(1, 2)).mul_(scale);
-    scores.masked_fill_(key_ok.logical_not(), -std::numeric_limits<float>::infinity());
-    const torch::Tensor row_lse = scores.logsumexp(-1, /*keepdim=*/true);
-    scores.sub_(row_lse).exp_();
-    const torch::Tensor oc = torch::bmm(scores, vc);
-    out.index_copy_(0, qrow.reshape({-1}), oc.reshape({r * max_q, d}));
-    lse.index_copy_(0, qrow.reshape({-1}), row_lse.reshape({-1}));
+    // libtorch's fused CPU flash kernel on the gathered tiles; padded key slots are masked with an
+    // additive -inf (skipped when every slot of the chunk holds a kept key).
+    std::optional<torch::Tensor> bias;
+    if (!key_ok.all().item<bool>())
+      bias = torch::zeros(key_ok.sizes(), q.options())
+                 .masked_fill_(key_ok.logical_not(), -std::numeric_limits<float>::infinity())
+                 .expand({r, 1, max_q, max_k * bs});
+    auto res = at::_scaled_dot_product_flash_attention_for_cpu(qc, kc, vc, 0.0, false, bias, scale);
+    out.index_copy_(0, qrow.reshape({-1}), std::get<0>(res).reshape({r * max_q, d}));
+    lse.index_copy_(0, qrow.reshape({-1}), std::get<1>(res).reshape({-1}).to(torch::kFloat32));
     begin = end;
   }
   return {out.narrow(0, 0, g_count * nq).reshape({g_count, nq, d}),

@@ -1,0 +1,69 @@
+// `sparsetune bench attention [--device cpu] [--grid F,H,W] [--heads N] [--head-dim D]
+// [--block N] [--repeats N] [--json]`: times the runtime's attention patterns against dense SDPA.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "kernels/bench.h"
+
+namespace sparsetune::cli {
+
+namespace {
+
+struct BenchCliOptions {
+  std::string device = "cpu";    // cpu (cuda once the CUDA kernels land)
+  std::vector<int64_t> grid;     // F,H,W; empty = default
+  BenchOptions bench;
+  bool json = false;             // one JSON object instead of a table
+};
+
+int RunBench(BenchCliOptions& o) {
+  if (o.device == "cuda")
+    throw InputError("bench attention: --device cuda is not available in this build yet");
+  if (o.device != "cpu") throw InputError("bench attention: --device must be cpu or cuda");
+  if (!o.grid.empty()) {
+    if (o.grid.size() != 3) throw InputError("bench attention: --grid takes F,H,W");
+    o.bench.grid = {o.grid[0], o.grid[1], o.grid[2]};
+  }
+  const std::vector<BenchRow> rows = BenchAttention(o.bench);
+  if (o.json) {
+    std::cout << BenchToJson(o.bench, rows).dump() << "\n";
+    return 0;
+  }
+  const BenchOptions& b = o.bench;
+  std::cout << "attention on cpu: grid " << b.grid[0] << "x" << b.grid[1] << "x" << b.grid[2]
+            << ", " << b.heads << " heads x " << b.head_dim << ", block " << b.block
+            << ", median of " << b.repeats << "\n";
+  std::printf("%-14s %7s %10s %8s %8s\n", "pattern", "param", "time_ms", "density", "speedup");
+  for (const BenchRow& r : rows)
+    std::printf("%-14s %7.3f %10.2f %8.3f %8.2f\n", r.pattern.c_str(), r.param, r.time_ms,
+                r.density, r.speedup);
+  return 0;
+}
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<BenchCliOptions>();
+  CLI::App* bench = app.add_subcommand("bench", "Micro-benchmarks of the sparse-attention runtime");
+  bench->require_subcommand(1);
+  CLI::App* cmd = bench->add_subcommand(
+      "attention",
+      "Time dense SDPA and each sparse pattern (block_sparse at keeps 0.1/0.2/0.3/0.5; spatial, "
+      "temporal, textural at densities 0.2/0.4) at one shape; prints time, realized density and "
+      "speedup vs dense");
+  cmd->add_option("--device", o->device, "cpu (cuda: not in this build yet)");
+  cmd->add_option("--grid", o->grid, "Video grid F,H,W in tokens (default 8,32,32)")->delimiter(',');
+  cmd->add_option("--heads", o->bench.heads, "Attention heads (default 4)");
+  cmd->add_option("--head-dim", o->bench.head_dim, "Channels per head (default 64)");
+  cmd->add_option("--block", o->bench.block, "Tokens per block (default 64)");
+  cmd->add_option("--text", o->bench.text_tokens, "Text tokens (default 0)");
+  cmd->add_option("--repeats", o->bench.repeats, "Timed calls per row (default 5)");
+  cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");
+  cmd->callback([o, &exit_code] { exit_code = RunBench(*o); });
+}
+
+}  // namespace sparsetune::cli

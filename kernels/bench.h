@@ -1,0 +1,42 @@
+// Attention micro-benchmark of the runtime on CPU: wall-clock time per pattern against dense
+// SDPA at one shape (`sparsetune bench attention`). Rows carry the realized density so a speedup
+// can be read against the work actually skipped.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/json_reader.h"
+
+namespace sparsetune {
+
+struct BenchOptions {
+  std::array<int64_t, 3> grid = {8, 32, 32};  // video grid [frames, height, width] in tokens
+  int64_t heads = 4;                          // attention heads
+  int64_t head_dim = 64;                      // channels per head
+  int64_t block = 64;                         // tokens per attention block
+  int64_t text_tokens = 0;                    // text tokens appended (text at the back)
+  int64_t batch = 1;                          // sequences per call
+  int64_t repeats = 5;                        // timed calls per row (median reported)
+  std::vector<double> keeps = {0.1, 0.2, 0.3, 0.5};  // block_sparse keep ratios
+  std::vector<double> densities = {0.2, 0.4};        // spatial/temporal/textural densities
+  uint64_t seed = 0;                          // seed of the random q/k/v
+};
+
+struct BenchRow {
+  std::string pattern;   // "dense_sdpa", "block_sparse", "spatial", "temporal", "textural"
+  double param = 1.0;    // keep (block_sparse) or density (others); 1 for dense
+  double time_ms = 0.0;  // median wall-clock time of one attention call, milliseconds
+  double density = 1.0;  // fraction of q·k pairs computed (AttentionStats::density)
+  double speedup = 1.0;  // dense_sdpa time / this row's time
+};
+
+// Runs every row at one shape; the first row is the dense SDPA reference. Throws InputError for
+// non-positive shape options.
+std::vector<BenchRow> BenchAttention(const BenchOptions& options);
+
+Json BenchToJson(const BenchOptions& options, const std::vector<BenchRow>& rows);
+
+}  // namespace sparsetune
