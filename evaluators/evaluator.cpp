@@ -1,0 +1,370 @@
+#include "evaluators/evaluator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "metrics/metrics.h"
+
+namespace sparsetune {
+
+namespace {
+
+// The first line of an exception message (libtorch appends backtraces on further lines).
+std::string FirstLine(const std::string& text) {
+  const size_t end = text.find('\n');
+  std::string line = text.substr(0, end);
+  if (line.empty()) line = "unknown error";
+  return line;
+}
+
+std::string CpuModelName() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) {
+        std::string name = line.substr(colon + 1);
+        name.erase(0, name.find_first_not_of(' '));
+        return name;
+      }
+    }
+  }
+  return "unknown cpu";
+}
+
+double Mean(const std::vector<double>& values) {
+  if (values.empty()) return EvalResult::kNaN;
+  double sum = 0;
+  for (double v : values) sum += v;
+  return sum / static_cast<double>(values.size());
+}
+
+// Generations of `samples` under `runtime`, timed by `profiler`: warm-up + repeats runs cycling
+// through the samples, at least one run per sample. Each run's output is kept for its sample
+// (runs are deterministic, so a repeated sample gives the same output).
+struct TimedRuns {
+  Measurement measurement;
+  std::vector<torch::Tensor> outputs;  // per sample
+  AttentionStats stats;                // work of one generation (the last run)
+};
+
+TimedRuns RunTimed(Workload& workload, Profiler& profiler, Runtime& runtime,
+                   const std::vector<SampleSpec>& samples, const LatencyConfig& latency) {
+  TimedRuns runs;
+  runs.outputs.resize(samples.size());
+  const auto count = static_cast<int64_t>(samples.size());
+  const int64_t warmup = std::max<int64_t>(latency.warmup, 0);
+  const int64_t repeats = std::max<int64_t>({latency.repeats, count - warmup, 1});
+  size_t next = 0;
+  const auto region = [&] {
+    const size_t i = next % samples.size();
+    runs.outputs[i] = workload.run(samples[i], runtime);
+    runs.stats = runtime.stats();
+    ++next;
+  };
+  runs.measurement = profiler.measure(region, static_cast<int>(warmup),
+                                      static_cast<int>(repeats),
+                                      [&workload] { workload.synchronize(); });
+  return runs;
+}
+
+}  // namespace
+
+Evaluator::Evaluator(const JobConfig& config, EvaluatorOptions options)
+    : Evaluator(config,
+                [&config] {
+                  if (config.device.threads > 0) {
+                    torch::set_num_threads(static_cast<int>(config.device.threads));
+                  }
+                  return MakeWorkload(config);
+                }(),
+                std::move(options)) {}
+
+Evaluator::Evaluator(const JobConfig& config, std::unique_ptr<Workload> workload,
+                     EvaluatorOptions options)
+    : config_(config), options_(std::move(options)), workload_(std::move(workload)) {
+  if (config_.device.threads > 0) torch::set_num_threads(static_cast<int>(config_.device.threads));
+  if (!workload_->has_ssim() && config_.objective.metric == "ssim") {
+    throw InputError(config_.source.string() +
+                     ": field 'objective.metric': \"ssim\" needs video outputs; the " +
+                     workload_->kind() + " workload compares attention outputs (use \"psnr\")");
+  }
+  profiler_ = MakeProfiler(config_.device.device == "cuda");
+  calibration_ = config_.workload.calibration;
+  // A shape workload needs no samples: one synthetic sample (seed 0) stands in.
+  if (calibration_.empty()) calibration_.push_back(SampleSpec{});
+}
+
+void Evaluator::progress(const std::string& line) const {
+  if (options_.progress) options_.progress(line);
+}
+
+Schedule Evaluator::base_schedule() const {
+  Schedule s = Schedule::Dense(workload_->geometry());
+  s.block_size = config_.schedule.block_size;
+  s.token_order.kind =
+      config_.schedule.token_order == "raster" ? TokenOrderKind::kRaster : TokenOrderKind::kTiles;
+  s.token_order.tile = config_.schedule.tile;
+  return s;
+}
+
+void Evaluator::ensure_dense() {
+  if (dense_) return;
+  progress("dense baseline: " + std::to_string(calibration_.size()) + " calibration sample(s) on " +
+           workload_->geometry().name);
+  Runtime runtime(base_schedule());
+  TimedRuns runs;
+  {
+    torch::NoGradGuard no_grad;
+    runs = RunTimed(*workload_, *profiler_, runtime, calibration_, config_.latency);
+  }
+  for (size_t i = 0; i < calibration_.size(); ++i) {
+    dense_outputs_[{calibration_[i].class_id, calibration_[i].seed}] = runs.outputs[i];
+  }
+  EvalResult r;
+  r.ok = true;
+  r.psnr = kPsnrCap;
+  r.ssim = workload_->has_ssim() ? 1.0 : EvalResult::kNaN;
+  if (options_.heldout && !config_.workload.heldout.empty()) {
+    r.psnr_heldout = kPsnrCap;
+    r.ssim_heldout = r.ssim;
+  }
+  r.latency_ms = runs.measurement.median_ns / 1e6;
+  r.dense_latency_ms = r.latency_ms;
+  r.speedup = 1.0;
+  r.density = runs.stats.density();
+  r.token_density = runs.stats.token_density();
+  r.latency_spread = runs.measurement.spread;
+  r.latency_source = runs.measurement.source;
+  r.kernels = runs.measurement.kernels;
+  dense_ = r;
+  progress("dense baseline: " + std::to_string(r.latency_ms) + " ms per generation");
+}
+
+const torch::Tensor& Evaluator::dense_output(const SampleSpec& sample) {
+  const auto key = std::make_pair(sample.class_id, sample.seed);
+  auto it = dense_outputs_.find(key);
+  if (it != dense_outputs_.end()) return it->second;
+  torch::NoGradGuard no_grad;
+  Runtime runtime(base_schedule());
+  return dense_outputs_.emplace(key, workload_->run(sample, runtime)).first->second;
+}
+
+EvalResult Evaluator::dense_baseline() {
+  ensure_dense();
+  return *dense_;
+}
+
+std::vector<EvalResult> Evaluator::evaluate(const std::vector<Json>& schedules) {
+  std::vector<EvalResult> results;
+  results.reserve(schedules.size());
+  for (size_t i = 0; i < schedules.size(); ++i) {
+    results.push_back(evaluate_one(schedules[i], "candidate " + std::to_string(i)));
+  }
+  return results;
+}
+
+EvalResult Evaluator::evaluate_one(const Json& schedule, const std::string& source) {
+  try {
+    const Schedule s = ScheduleFromJson(schedule, source);
+    return evaluate_schedule(s);
+  } catch (const std::exception& e) {
+    EvalResult r;
+    r.ok = false;
+    r.error = FirstLine(e.what());
+    return r;
+  }
+}
+
+EvalResult Evaluator::evaluate_schedule(const Schedule& schedule) {
+  try {
+    CheckGeometryMatches(schedule, workload_->geometry(), "schedule");
+    ensure_dense();
+    return run_candidate(schedule);
+  } catch (const std::exception& e) {
+    EvalResult r;
+    r.ok = false;
+    r.error = FirstLine(e.what());
+    return r;
+  }
+}
+
+EvalResult Evaluator::run_candidate(const Schedule& schedule) {
+  torch::NoGradGuard no_grad;
+  Runtime runtime(schedule);
+  const TimedRuns runs =
+      RunTimed(*workload_, *profiler_, runtime, calibration_, config_.latency);
+
+  EvalResult r;
+  Json samples = Json::array();
+  auto score = [&](const char* set, const SampleSpec& sample, const torch::Tensor& output,
+                   std::vector<double>& psnr, std::vector<double>& ssim) {
+    const Quality q = workload_->compare(dense_output(sample), output);
+    if (!std::isfinite(q.psnr)) {
+      throw RunError(std::string(set) + " sample (class " + std::to_string(sample.class_id) +
+                     ", seed " + std::to_string(sample.seed) + "): PSNR is not finite");
+    }
+    psnr.push_back(q.psnr);
+    ssim.push_back(q.ssim);
+    Json entry = {{"set", set},   {"class", sample.class_id}, {"seed", sample.seed},
+                  {"psnr", q.psnr}, {"ssim", std::isfinite(q.ssim) ? Json(q.ssim) : Json()}};
+    for (const auto& [key, value] : q.extra.items()) entry[key] = value;
+    samples.push_back(entry);
+  };
+
+  std::vector<double> psnr, ssim;
+  for (size_t i = 0; i < calibration_.size(); ++i) {
+    score("calibration", calibration_[i], runs.outputs[i], psnr, ssim);
+  }
+  r.psnr = Mean(psnr);
+  r.ssim = workload_->has_ssim() ? Mean(ssim) : EvalResult::kNaN;
+
+  if (options_.heldout && !config_.workload.heldout.empty()) {
+    std::vector<double> psnr_h, ssim_h;
+    for (const SampleSpec& sample : config_.workload.heldout) {
+      progress("held-out sample class " + std::to_string(sample.class_id) + ", seed " +
+               std::to_string(sample.seed));
+      score("heldout", sample, workload_->run(sample, runtime), psnr_h, ssim_h);
+    }
+    r.psnr_heldout = Mean(psnr_h);
+    r.ssim_heldout = workload_->has_ssim() ? Mean(ssim_h) : EvalResult::kNaN;
+  }
+
+  r.ok = true;
+  r.latency_ms = runs.measurement.median_ns / 1e6;
+  r.dense_latency_ms = dense_->latency_ms;
+  r.speedup = r.latency_ms > 0 ? r.dense_latency_ms / r.latency_ms : EvalResult::kNaN;
+  r.density = runs.stats.density();
+  r.token_density = runs.stats.token_density();
+  r.latency_spread = runs.measurement.spread;
+  r.latency_source = runs.measurement.source;
+  r.kernels = runs.measurement.kernels;
+  r.extra["samples"] = samples;
+  r.extra["mask_builds"] = runs.stats.mask_builds;
+  r.extra["arm_runs"] = runs.stats.arm_runs;
+  r.extra["cache_bytes"] = runtime.cache_bytes();
+  return r;
+}
+
+Json Evaluator::model_geometry() const { return ModelGeometryToJson(workload_->geometry()); }
+
+std::string Evaluator::device_name() const {
+  if (workload_->options().device().is_cuda()) {
+    return "cuda: device " + std::to_string(workload_->options().device().index() < 0
+                                                ? 0
+                                                : workload_->options().device().index());
+  }
+  return "cpu: " + CpuModelName() + " (" + std::to_string(torch::get_num_threads()) +
+         " threads)";
+}
+
+const std::vector<CapturedCall>& Evaluator::captured_calls() {
+  if (!captured_) {
+    progress("capturing q/k/v of the dense run of calibration sample 0");
+    torch::NoGradGuard no_grad;
+    captured_ = workload_->capture(calibration_.front(), workload_->capture_steps());
+    if (captured_->empty()) {
+      throw RunError("workload '" + workload_->geometry().name +
+                     "': no attention calls were captured for analysis");
+    }
+  }
+  return *captured_;
+}
+
+Json Evaluator::head_advice(const std::vector<Json>& head_options) {
+  torch::NoGradGuard no_grad;
+  const ModelGeometry& g = workload_->geometry();
+  const std::vector<CapturedCall>& calls = captured_calls();
+  const auto layers = static_cast<size_t>(g.layers);
+  const auto heads = static_cast<size_t>(g.heads);
+
+  // A schedule running `pattern` on every head from step 0 (no warm-up, full token budget), so
+  // each captured call is executed as that pattern would execute it.
+  auto uniform = [&](const HeadPattern& pattern) {
+    Schedule s = base_schedule();
+    s.dense_warmup_steps = 0;
+    for (auto& layer : s.heads) std::fill(layer.begin(), layer.end(), pattern);
+    ValidateSchedule(s, "head advice");
+    return s;
+  };
+
+  // ARM's pick per head: the most frequent pick over the captured steps (ties: the later step).
+  // ARM compares its candidates at a density; take the middle of the searched densities.
+  HeadPattern auto_pattern;
+  auto_pattern.pattern = PatternKind::kAuto;
+  auto_pattern.arm_refresh = 1;
+  const std::vector<double>& densities = config_.space.densities;
+  auto_pattern.density = densities.empty() ? 0.25 : densities[densities.size() / 2];
+  Runtime arm(uniform(auto_pattern));
+  std::vector<std::vector<std::map<PatternKind, int>>> votes(
+      layers, std::vector<std::map<PatternKind, int>>(heads));
+  std::vector<std::vector<PatternKind>> last(layers, std::vector<PatternKind>(heads));
+  Runtime dense(base_schedule());
+  std::vector<torch::Tensor> dense_out;
+  for (const CapturedCall& c : calls) {
+    arm.reset();
+    arm.attention(c.q, c.k, c.v, c.step, c.layer);
+    const std::vector<PatternKind> picks = arm.arm_picks(c.layer);
+    for (size_t h = 0; h < heads && h < picks.size(); ++h) {
+      votes[static_cast<size_t>(c.layer)][h][picks[h]] += 1;
+      last[static_cast<size_t>(c.layer)][h] = picks[h];
+    }
+    dense.reset();
+    dense_out.push_back(dense.attention(c.q, c.k, c.v, c.step, c.layer));
+  }
+  Json arm_json = Json::array();
+  for (size_t l = 0; l < layers; ++l) {
+    Json row = Json::array();
+    for (size_t h = 0; h < heads; ++h) {
+      PatternKind best = last[l][h];
+      int best_votes = votes[l][h].count(best) ? votes[l][h].at(best) : 0;
+      for (const auto& [kind, n] : votes[l][h]) {
+        if (n > best_votes) {
+          best = kind;
+          best_votes = n;
+        }
+      }
+      row.push_back(ToString(best));
+    }
+    arm_json.push_back(row);
+  }
+
+  // error[layer][head][option]: mean relative L2 error of the head's output over the captured
+  // calls of that layer.
+  std::vector<std::vector<std::vector<double>>> error(
+      layers, std::vector<std::vector<double>>(heads, std::vector<double>(head_options.size(), 0)));
+  std::vector<int> calls_per_layer(layers, 0);
+  for (const CapturedCall& c : calls) calls_per_layer[static_cast<size_t>(c.layer)] += 1;
+  for (size_t o = 0; o < head_options.size(); ++o) {
+    const HeadPattern pattern = HeadPatternFromJson(head_options[o], "head advice",
+                                                    "head_options[" + std::to_string(o) + "]");
+    Runtime runtime(uniform(pattern));
+    for (size_t i = 0; i < calls.size(); ++i) {
+      const CapturedCall& c = calls[i];
+      runtime.reset();
+      const torch::Tensor out = runtime.attention(c.q, c.k, c.v, c.step, c.layer);
+      const std::vector<AttentionError> errs = CompareAttentionPerHead(dense_out[i], out);
+      for (size_t h = 0; h < heads && h < errs.size(); ++h) {
+        error[static_cast<size_t>(c.layer)][h][o] +=
+            errs[h].rel_l2 / calls_per_layer[static_cast<size_t>(c.layer)];
+      }
+    }
+  }
+  Json error_json = Json::array();
+  for (size_t l = 0; l < layers; ++l) {
+    Json row = Json::array();
+    for (size_t h = 0; h < heads; ++h) {
+      // A layer without captured calls (possible in a trace) has no measured error: null.
+      row.push_back(calls_per_layer[l] > 0 ? Json(error[l][h])
+                                           : Json(std::vector<Json>(head_options.size())));
+    }
+    error_json.push_back(row);
+  }
+  return Json{{"arm", arm_json}, {"error", error_json}};
+}
+
+}  // namespace sparsetune

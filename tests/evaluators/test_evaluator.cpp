@@ -1,0 +1,200 @@
+#include <cmath>
+
+#include "evaluators/analyze.h"
+#include "evaluators/evaluator.h"
+#include "tests/catch.h"
+#include "tests/evaluators/evaluators_test_util.h"
+
+namespace sparsetune {
+namespace {
+
+using test::SmallJob;
+using test::SmallWorkload;
+using test::UniformSchedule;
+
+HeadPattern Pattern(PatternKind kind, double density = 1.0, double keep = 1.0) {
+  HeadPattern p;
+  p.pattern = kind;
+  p.density = density;
+  p.keep = keep;
+  return p;
+}
+
+TEST_CASE("a dense schedule gives PSNR 100 and SSIM 1", "[evaluators]") {
+  Evaluator ev(SmallJob(), SmallWorkload());
+  const Schedule dense = UniformSchedule(ev.workload().geometry(), HeadPattern{}, 0);
+  const EvalResult r = ev.evaluate_one(ScheduleToJson(dense));
+  REQUIRE(r.ok);
+  CHECK(r.psnr == 100.0);
+  CHECK(r.ssim == Approx(1.0));
+  CHECK(std::isnan(r.psnr_heldout));  // held-out samples are off by default
+  CHECK(r.density == Approx(1.0));
+  CHECK(r.token_density == Approx(1.0));
+  CHECK(r.latency_ms > 0);
+  CHECK(r.dense_latency_ms > 0);
+  CHECK(r.speedup > 0);
+  CHECK(r.latency_source == "wall_clock");
+  CHECK(r.extra["samples"].size() == 2);
+
+  const EvalResult base = ev.dense_baseline();
+  CHECK(base.ok);
+  CHECK(base.psnr == 100.0);
+  CHECK(base.speedup == 1.0);
+}
+
+TEST_CASE("held-out samples are scored when asked for", "[evaluators]") {
+  EvaluatorOptions options;
+  options.heldout = true;
+  Evaluator ev(SmallJob(), SmallWorkload(), options);
+  const Schedule dense = UniformSchedule(ev.workload().geometry(), HeadPattern{}, 0);
+  const EvalResult r = ev.evaluate_schedule(dense);
+  REQUIRE(r.ok);
+  CHECK(r.psnr_heldout == 100.0);
+  CHECK(r.ssim_heldout == Approx(1.0));
+  CHECK(r.extra["samples"].size() == 3);
+}
+
+TEST_CASE("a sparse schedule gives finite PSNR and density below 1", "[evaluators]") {
+  Evaluator ev(SmallJob(), SmallWorkload());
+  const ModelGeometry& g = ev.workload().geometry();
+  // Not temporal: here one attention block is one whole frame, so a temporal head (same position
+  // across frames) keeps every block.
+  for (const HeadPattern& p : {Pattern(PatternKind::kSpatial, 0.25),
+                               Pattern(PatternKind::kTextural, 0.25),
+                               Pattern(PatternKind::kBlockSparse, 1.0, 0.3)}) {
+    INFO("pattern " << ToString(p.pattern));
+    const EvalResult r = ev.evaluate_schedule(UniformSchedule(g, p, 1));
+    REQUIRE(r.ok);
+    CHECK(std::isfinite(r.psnr));
+    CHECK(r.psnr < 100.0);
+    CHECK(r.ssim < 1.0);
+    CHECK(r.density < 1.0);
+    CHECK(r.token_density == Approx(1.0));
+  }
+}
+
+TEST_CASE("an Astraea budget below 1 changes the output and lowers token density",
+          "[evaluators]") {
+  Evaluator ev(SmallJob(), SmallWorkload());
+  Schedule s = UniformSchedule(ev.workload().geometry(), HeadPattern{}, 1);
+  s.token_budget = {1.0, 0.5, 0.5, 0.5};
+  const EvalResult r = ev.evaluate_schedule(s);
+  REQUIRE(r.ok);
+  CHECK(r.psnr < 100.0);
+  CHECK(std::isfinite(r.psnr));
+  CHECK(r.token_density < 1.0);
+  CHECK(r.token_density > 0.5);
+}
+
+TEST_CASE("evaluation is deterministic for fixed seeds", "[evaluators]") {
+  Evaluator a(SmallJob(), SmallWorkload());
+  Evaluator b(SmallJob(), SmallWorkload());
+  const Schedule s = UniformSchedule(a.workload().geometry(), Pattern(PatternKind::kSpatial, 0.25), 1);
+  const EvalResult ra = a.evaluate_schedule(s);
+  const EvalResult rb = b.evaluate_schedule(s);
+  REQUIRE(ra.ok);
+  REQUIRE(rb.ok);
+  CHECK(ra.psnr == rb.psnr);
+  CHECK(ra.ssim == rb.ssim);
+  CHECK(ra.density == rb.density);
+  CHECK(a.evaluate_schedule(s).psnr == ra.psnr);
+}
+
+TEST_CASE("failing candidates give error results, not exceptions", "[evaluators]") {
+  Evaluator ev(SmallJob(), SmallWorkload());
+  const ModelGeometry& g = ev.workload().geometry();
+
+  SECTION("geometry mismatch") {
+    ModelGeometry other = g;
+    other.heads = 4;
+    const EvalResult r = ev.evaluate_one(ScheduleToJson(Schedule::Dense(other)));
+    CHECK_FALSE(r.ok);
+    CHECK(r.error.find("heads") != std::string::npos);
+  }
+  SECTION("invalid schedule document") {
+    Json doc = ScheduleToJson(Schedule::Dense(g));
+    doc["block_size"] = -3;
+    const std::vector<EvalResult> r = ev.evaluate({doc, Json::array()});
+    REQUIRE(r.size() == 2);
+    CHECK_FALSE(r[0].ok);
+    CHECK(r[0].error.find("block_size") != std::string::npos);
+    CHECK_FALSE(r[1].ok);
+    CHECK_FALSE(r[1].error.empty());
+  }
+  SECTION("a candidate whose output holds NaN") {
+    // The dense outputs are computed from the healthy model; then the output projection is
+    // poisoned, so the candidate's video is NaN.
+    auto workload = SmallWorkload();
+    Evaluator poisoned(SmallJob(), std::move(workload));
+    auto& model = dynamic_cast<TinyVditWorkload&>(poisoned.workload()).model();
+    {
+      torch::NoGradGuard no_grad;
+      REQUIRE(poisoned.dense_baseline().ok);
+      model->final_proj->bias.fill_(std::nan(""));
+    }
+    const EvalResult r = poisoned.evaluate_schedule(UniformSchedule(g, HeadPattern{}, 0));
+    CHECK_FALSE(r.ok);
+    CHECK(r.error.find("NaN") != std::string::npos);
+  }
+  // The evaluator still works after failures.
+  CHECK(ev.evaluate_schedule(UniformSchedule(g, HeadPattern{}, 0)).psnr == 100.0);
+}
+
+TEST_CASE("the evaluator builds the configured workload and reports geometry and device",
+          "[evaluators]") {
+  JobConfig job = SmallJob();
+  job.workload.steps = 2;  // cpu-tiny with 2 sampler steps keeps this test fast
+  Evaluator ev(job);
+  CHECK(ev.model_geometry()["name"] == "tiny-vdit/cpu-tiny");
+  CHECK(ev.model_geometry()["steps"] == 2);
+  CHECK(ev.model_geometry()["grid"] == Json::array({8, 8, 8}));
+  CHECK(ev.device_name().rfind("cpu: ", 0) == 0);
+}
+
+TEST_CASE("head advice gives ARM picks and per-option errors", "[evaluators]") {
+  Evaluator ev(SmallJob(), SmallWorkload());
+  const std::vector<Json> options = {HeadPatternToJson(HeadPattern{}),
+                                     HeadPatternToJson(Pattern(PatternKind::kSpatial, 0.25))};
+  const Json advice = ev.head_advice(options);
+  REQUIRE(advice["arm"].size() == 2);
+  REQUIRE(advice["arm"][0].size() == 2);
+  for (const Json& layer : advice["arm"]) {
+    for (const Json& pick : layer) {
+      const std::string name = pick.get<std::string>();
+      CHECK((name == "spatial" || name == "temporal" || name == "textural"));
+    }
+  }
+  REQUIRE(advice["error"].size() == 2);
+  for (const Json& layer : advice["error"]) {
+    REQUIRE(layer.size() == 2);
+    for (const Json& head : layer) {
+      REQUIRE(head.size() == 2);
+      CHECK(head[0].get<double>() == Approx(0.0).margin(1e-6));
+      CHECK(head[1].get<double>() > 0.0);
+    }
+  }
+}
+
+TEST_CASE("analyze reports attention shares against uniform attention", "[evaluators]") {
+  Evaluator ev(SmallJob(), SmallWorkload());
+  const AttentionAnalysis a = AnalyzeAttention(ev);
+  REQUIRE(a.heads.size() == 4);
+  CHECK(a.steps == std::vector<int64_t>{1, 2, 3});
+  for (const HeadStructure& h : a.heads) {
+    // 68 keys: 16 in the query's frame, 4 at its position across the 4 frames, 16 strided.
+    CHECK(h.uniform_same_frame == Approx(16.0 / 68));
+    CHECK(h.uniform_same_position == Approx(4.0 / 68));
+    CHECK(h.uniform_strided == Approx(16.0 / 68));
+    for (double share : {h.same_frame, h.same_position, h.strided}) {
+      CHECK(share > 0.0);
+      CHECK(share < 1.0);
+    }
+    CHECK_FALSE(h.arm_pick.empty());
+  }
+  const Json j = ToJson(a);
+  CHECK(j["heads"].size() == 4);
+  CHECK(FormatAnalysis(a).find("same_frame") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace sparsetune
