@@ -19,7 +19,7 @@ constexpr int64_t kChunkElements = int64_t{8} << 20;
 AttentionOutput BlockSparseAttention(const Layout& l, const torch::Tensor& q,
                                      const torch::Tensor& q_block, const torch::Tensor& k,
                                      const torch::Tensor& v, const torch::Tensor& mask,
-                                     int64_t heads) {
+                                     int64_t heads, int64_t masked_dense_below) {
   const int64_t g_count = q.size(0);
   const int64_t nq = q.size(1);
   const int64_t d = q.size(2);
@@ -28,6 +28,22 @@ AttentionOutput BlockSparseAttention(const Layout& l, const torch::Tensor& q,
   const int64_t batch = q_block.size(0);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+
+  if (l.tokens <= masked_dense_below) {
+    // Token bias [G, Nq, N] in layout key order: row = the query's block row of the mask.
+    const torch::Tensor rows =
+        mask.reshape({batch, heads, nb, nb})
+            .gather(2, q_block.view({batch, 1, nq, 1}).expand({batch, heads, nq, nb}));
+    const torch::Tensor allowed = rows.index_select(3, l.block_of);
+    const torch::Tensor bias = torch::zeros(allowed.sizes(), q.options())
+                                   .masked_fill_(allowed.logical_not(),
+                                                 -std::numeric_limits<float>::infinity());
+    auto res = at::_scaled_dot_product_flash_attention_for_cpu(
+        q.view({batch, heads, nq, d}), k.view({batch, heads, k.size(1), d}),
+        v.view({batch, heads, k.size(1), d}), 0.0, false, bias, scale);
+    return {std::get<0>(res).reshape({g_count, nq, d}),
+            std::get<1>(res).reshape({g_count, nq}).to(torch::kFloat32)};
+  }
 
   // Keys and values in padded block slots: [G*nb, bs, D]; pad slots read a zero row.
   auto pad = [&](const torch::Tensor& x) {
@@ -67,7 +83,7 @@ AttentionOutput BlockSparseAttention(const Layout& l, const torch::Tensor& q,
   const torch::Tensor q_off_flat = q_off.reshape({batch * nb});
 
   int64_t begin = 0;
-  while (begin < n_groups) {
+  while (begin < n_groups && gk_p[begin] < nb) {
     // Grow the chunk while its key padding stays small (groups are sorted by key count) and its
     // gathered keys stay within budget.
     int64_t end = begin + 1, max_k = gk_p[begin], max_q = gq_p[begin];
@@ -121,6 +137,39 @@ AttentionOutput BlockSparseAttention(const Layout& l, const torch::Tensor& q,
     out.index_copy_(0, qrow.reshape({-1}), std::get<0>(res).reshape({r * max_q, d}));
     lse.index_copy_(0, qrow.reshape({-1}), std::get<1>(res).reshape({-1}).to(torch::kFloat32));
     begin = end;
+  }
+  if (begin < n_groups) {
+    // Groups that keep every key block (text rows, sink rows, dense rows) need no gathered keys:
+    // per batch·head, all their queries attend the unpadded k and v in one flash call.
+    const torch::Tensor gid = std::get<0>(groups.narrow(0, begin, n_groups - begin).sort());
+    const torch::Tensor g = gid.div(nb, "floor");
+    const torch::Tensor blk = gid.remainder(nb);
+    const torch::Tensor b = g.div(heads, "floor");
+    const int64_t max_q = gq_count.index_select(0, gid).max().item<int64_t>();
+    const torch::Tensor t = torch::arange(max_q, i64).unsqueeze(0);
+    const torch::Tensor qvalid = t < gq_count.index_select(0, gid).unsqueeze(1);
+    const torch::Tensor off = q_off_flat.index_select(0, b * nb + blk).unsqueeze(1);
+    const torch::Tensor src =
+        q_sorted_flat
+            .index_select(0, (b.unsqueeze(1) * nq + (off + t).clamp_max(nq - 1)).reshape({-1}))
+            .reshape({gid.size(0), max_q});
+    const torch::Tensor qrow = g.unsqueeze(1) * nq + src;
+    const torch::Tensor g_cpu = g.contiguous();
+    const int64_t* gp = g_cpu.data_ptr<int64_t>();
+    int64_t i = 0;
+    while (i < gid.size(0)) {
+      int64_t j = i;
+      while (j < gid.size(0) && gp[j] == gp[i]) ++j;
+      const torch::Tensor rows =
+          qrow.narrow(0, i, j - i).masked_select(qvalid.narrow(0, i, j - i));
+      const torch::Tensor qc = q_ext.index_select(0, rows).reshape({1, 1, rows.size(0), d});
+      auto res = at::_scaled_dot_product_flash_attention_for_cpu(
+          qc, k[gp[i]].unsqueeze(0).unsqueeze(0), v[gp[i]].unsqueeze(0).unsqueeze(0), 0.0, false,
+          std::nullopt, scale);
+      out.index_copy_(0, rows, std::get<0>(res).reshape({rows.size(0), d}));
+      lse.index_copy_(0, rows, std::get<1>(res).reshape({-1}).to(torch::kFloat32));
+      i = j;
+    }
   }
   return {out.narrow(0, 0, g_count * nq).reshape({g_count, nq, d}),
           lse.narrow(0, 0, g_count * nq).reshape({g_count, nq})};

@@ -174,7 +174,7 @@ TEST_CASE("block-sparse kernel returns the log-sum-exp of its rows", "[kernels]"
   const torch::Tensor q_block = lay.block_of.unsqueeze(0);
   const AttentionOutput o = BlockSparseAttention(lay, q[0].index_select(0, lay.order).unsqueeze(0),
                                                  q_block, k.index_select(1, lay.order),
-                                                 v.index_select(1, lay.order), mask, 1);
+                                                 v.index_select(1, lay.order), mask, 1, 0);
   torch::Tensor s = torch::matmul(q[0].index_select(0, lay.order).to(torch::kFloat64),
                                   k[0].index_select(0, lay.order).to(torch::kFloat64).t()) /
                     std::sqrt(32.0);
@@ -185,6 +185,32 @@ TEST_CASE("block-sparse kernel returns the log-sum-exp of its rows", "[kernels]"
   const torch::Tensor sd = torch::matmul(q[0].to(torch::kFloat64), k[0].to(torch::kFloat64).t()) /
                            std::sqrt(32.0);
   CHECK(MaxDiff(d.lse[0][0], sd.logsumexp(1)) < 1e-4);
+}
+
+TEST_CASE("chunked and masked-dense block-sparse paths agree with the reference", "[kernels]") {
+  // Random block mask (text columns kept) with partial query sets per batch row, two heads.
+  const ModelGeometry m = SmallModel({3, 6, 7}, 5, TextPosition::kFront, 2, 64);
+  const Layout lay = BuildLayout(m, TokenOrder{}, 16);
+  const int64_t n = m.tokens(), nb = lay.blocks(), batch = 2, heads = 2, nq = 40;
+  torch::manual_seed(50);
+  torch::Tensor mask = torch::rand({batch * heads, nb, nb}) < 0.3;
+  mask.narrow(2, lay.video_blocks, lay.text_blocks).fill_(true);
+  mask.narrow(1, 3, 1).fill_(true);  // one dense row: served without gathered keys
+  const torch::Tensor index = std::get<0>(torch::randperm(n).narrow(0, 0, nq).sort()).unsqueeze(0)
+                                  .repeat({batch, 1});
+  index[1].copy_(std::get<0>(torch::randperm(n).narrow(0, 0, nq).sort()));
+  const torch::Tensor q_block =
+      lay.block_of.index_select(0, lay.position.index_select(0, index.reshape({-1}))).reshape({batch, nq});
+  const torch::Tensor q = Rand(51, {batch * heads, nq, 64});
+  const torch::Tensor k = Rand(52, {batch * heads, n, 64}), v = Rand(53, {batch * heads, n, 64});
+  const AttentionOutput chunked = BlockSparseAttention(lay, q, q_block, k, v, mask, heads, 0);
+  const AttentionOutput masked = BlockSparseAttention(lay, q, q_block, k, v, mask, heads, n);
+  CHECK(MaxDiff(chunked.out, masked.out) < 1e-4);
+  CHECK(MaxDiff(chunked.lse, masked.lse) < 1e-4);
+  for (int64_t g = 0; g < batch * heads; ++g) {
+    const torch::Tensor tm = mask[g].index_select(0, q_block[g / heads]).index_select(1, lay.block_of);
+    CHECK(MaxDiff(chunked.out[g], NaiveAttention(q[g], k[g], v[g], tm)) < kTol);
+  }
 }
 
 TEST_CASE("block_sparse keeps top-k per row plus forced rows and columns", "[kernels]") {
