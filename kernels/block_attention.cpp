@@ -46,9 +46,18 @@ AttentionOutput BlockSparseAttention(const Layout& l, const torch::Tensor& q,
   }
 
   // Keys and values in padded block slots: [G*nb, bs, D]; pad slots read a zero row.
+  // One row gather over the flattened [G*N, D] tensor (row copies; a gather along a middle
+  // dimension measured several times slower).
+  const int64_t n_keys = k.size(1);
+  const torch::Tensor slot_row =
+      torch::where(l.slot_valid.unsqueeze(0),
+                   torch::arange(g_count, i64).unsqueeze(1) * n_keys + l.padded.unsqueeze(0),
+                   torch::full({1, 1}, g_count * n_keys, i64))
+          .reshape({-1});
   auto pad = [&](const torch::Tensor& x) {
-    const torch::Tensor ext = torch::cat({x, torch::zeros({g_count, 1, d}, x.options())}, 1);
-    return ext.index_select(1, l.padded).reshape({g_count * nb, bs, d});
+    const torch::Tensor ext =
+        torch::cat({x.reshape({g_count * n_keys, d}), torch::zeros({1, d}, x.options())});
+    return ext.index_select(0, slot_row).reshape({g_count * nb, bs, d});
   };
   const torch::Tensor kp = pad(k);
   const torch::Tensor vp = pad(v);

@@ -95,6 +95,16 @@ torch::Tensor ExpandBlockMask(const Layout& layout, const torch::Tensor& block_m
   return rows.index_select(-1, blk);
 }
 
+torch::Tensor GatherTokens(const torch::Tensor& x, const torch::Tensor& idx) {
+  const int64_t n = x.size(-2), d = x.size(-1);
+  const int64_t lead = x.numel() / std::max<int64_t>(1, n * d);
+  const torch::Tensor rows =
+      (torch::arange(lead, torch::kInt64).unsqueeze(1) * n + idx.unsqueeze(0)).reshape({-1});
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape[shape.size() - 2] = idx.size(0);
+  return x.reshape({lead * n, d}).index_select(0, rows).reshape(shape);
+}
+
 torch::Tensor KeyTokensPerRow(const Layout& layout, const torch::Tensor& block_mask) {
   const torch::Tensor len = torch::tensor(layout.block_len, torch::kInt64);
   return (block_mask.to(torch::kInt64) * len).sum(-1);
