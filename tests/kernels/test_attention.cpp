@@ -343,6 +343,12 @@ TEST_CASE("attention rejects bad inputs with ShapeError", "[kernels]") {
   torch::Tensor bad = q.clone();
   bad[0][1][3][4] = std::numeric_limits<float>::quiet_NaN();
   REQUIRE_THROWS_AS(rt.attention(q, bad, q, 0, 0), ShapeError);
+  torch::Tensor inf = q.clone();
+  inf[0][0][0][0] = std::numeric_limits<float>::infinity();
+  REQUIRE_THROWS_AS(rt.attention(q, q, inf, 0, 0), ShapeError);
+  REQUIRE_THROWS_AS(rt.attention(inf, q, q, 0, 0), ShapeError);
+  // Huge but finite values are accepted.
+  REQUIRE_NOTHROW(rt.attention(q, q, q * 1e37f, 0, 0));
   REQUIRE_THROWS_WITH(rt.attention(q, q, q, 4, 0), "attention: step 4 out of range [0, 4)");
   REQUIRE_THROWS_AS(rt.attention(q, q, q, -1, 0), ShapeError);
   REQUIRE_THROWS_AS(rt.attention(q, q, q, 0, 2), ShapeError);
