@@ -95,7 +95,7 @@ torch::Tensor ExpandBlockMask(const Layout& layout, const torch::Tensor& block_m
   return rows.index_select(-1, blk);
 }
 
-torch::Tensor GatherTokens(const torch::Tensor& x, const torch::Tensor& idx) {
+torch::Tensor PermuteTokens(const torch::Tensor& x, const torch::Tensor& idx) {
   const int64_t n = x.size(-2), d = x.size(-1);
   const int64_t lead = x.numel() / std::max<int64_t>(1, n * d);
   const torch::Tensor rows =

@@ -58,7 +58,7 @@ torch::Tensor ExpandBlockMask(const Layout& layout, const torch::Tensor& block_m
 
 // x[..., idx, :] for x [..., N, D] as one row gather over the flattened tensor (a gather along a
 // middle dimension measured several times slower on CPU). idx: [M] int64 in [0, N).
-torch::Tensor GatherTokens(const torch::Tensor& x, const torch::Tensor& idx);
+torch::Tensor PermuteTokens(const torch::Tensor& x, const torch::Tensor& idx);
 
 // Per block: number of key tokens the block mask row allows, [..., nb] int64.
 torch::Tensor KeyTokensPerRow(const Layout& layout, const torch::Tensor& block_mask);

@@ -183,7 +183,7 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
 
   // Resolve each head's block mask ([B, nb, nb]) or leave it undefined for a dense head.
   std::vector<torch::Tensor> masks(static_cast<size_t>(heads));
-  const torch::Tensor kl = GatherTokens(k, lay.order);  // keys in layout order
+  const torch::Tensor kl = PermuteTokens(k, lay.order);  // keys in layout order
   const torch::Tensor q_block = lay.block_of.index_select(0, lay.position).index_select(
       0, q_index.reshape({-1})).reshape({batch, nq});
   for (int64_t h = 0; h < heads; ++h) {
@@ -277,7 +277,7 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
       std::vector<torch::Tensor> sm;
       for (int64_t h : sparse_heads) sm.push_back(masks[static_cast<size_t>(h)]);
       const torch::Tensor mask = torch::stack(sm, 1).reshape({batch * hs, lay.blocks(), lay.blocks()});
-      const torch::Tensor vl = GatherTokens(v, lay.order);
+      const torch::Tensor vl = PermuteTokens(v, lay.order);
       auto flat = [&](const torch::Tensor& x) {
         return x.index_select(1, hi).reshape({batch * hs, x.size(2), x.size(3)});
       };
