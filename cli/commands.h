@@ -10,5 +10,11 @@
 namespace sparsetune::cli {
 
 void AddValidateCommand(CLI::App& app, int& exit_code);
+void AddResultsCommand(CLI::App& app, int& exit_code);
+void AddExportCommand(CLI::App& app, int& exit_code);
+void AddBenchCommand(CLI::App& app, int& exit_code);
+void AddRunCommand(CLI::App& app, int& exit_code);
+void AddEvaluateCommand(CLI::App& app, int& exit_code);
+void AddAnalyzeCommand(CLI::App& app, int& exit_code);
 
 }  // namespace sparsetune::cli

@@ -46,7 +46,13 @@ int main(int argc, char** argv) {
                "in and whether a CUDA device is present");
 
   int exit_code = 0;
+  sparsetune::cli::AddRunCommand(app, exit_code);
+  sparsetune::cli::AddEvaluateCommand(app, exit_code);
+  sparsetune::cli::AddExportCommand(app, exit_code);
   sparsetune::cli::AddValidateCommand(app, exit_code);
+  sparsetune::cli::AddResultsCommand(app, exit_code);
+  sparsetune::cli::AddAnalyzeCommand(app, exit_code);
+  sparsetune::cli::AddBenchCommand(app, exit_code);
 
   try {
     app.parse(argc, argv);

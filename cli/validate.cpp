@@ -1,10 +1,14 @@
-// `sparsetune validate FILE [--config CONFIG]`: checks a job config or a schedule file.
+// `sparsetune validate FILE [--config CONFIG]`: checks a job config or a schedule file; with
+// --config, a schedule must also match the geometry of the config's workload.
 #include <iostream>
 #include <memory>
 #include <string>
 
 #include "cli/commands.h"
+#include "core/error.h"
 #include "core/job_config.h"
+#include "evaluators/workload.h"
+#include "kernels/schedule.h"
 
 namespace sparsetune::cli {
 
@@ -15,7 +19,30 @@ struct ValidateOptions {
   std::string config;  // optional job config whose workload geometry a schedule must match
 };
 
+int ValidateSchedule(const ValidateOptions& o) {
+  const Schedule schedule = LoadSchedule(o.file);
+  const ModelGeometry& m = schedule.model;
+  if (!o.config.empty()) {
+    const JobConfig job = LoadJobConfig(o.config);
+    const std::unique_ptr<Workload> workload = MakeWorkload(job);
+    CheckGeometryMatches(schedule, workload->geometry(), o.file);
+  }
+  std::cout << o.file << ": valid schedule v" << Schedule::kVersion << " for " << m.name << " ("
+            << m.layers << " layers x " << m.heads << " heads x " << m.head_dim << ", grid "
+            << m.grid[0] << "x" << m.grid[1] << "x" << m.grid[2] << " + " << m.text_tokens
+            << " text, " << m.steps << " steps)";
+  if (!o.config.empty()) std::cout << "; matches the workload of " << o.config;
+  std::cout << "\n";
+  return 0;
+}
+
 int RunValidate(const ValidateOptions& o) {
+  const Json document = LoadJsonFile(o.file);
+  if (LooksLikeSchedule(document)) return ValidateSchedule(o);
+  if (!o.config.empty()) {
+    throw InputError(o.file + ": --config is for schedule files; this is not a schedule (no "
+                              "\"format\": \"sparsetune.schedule\")");
+  }
   const JobConfig job = LoadJobConfig(o.file);
   std::cout << o.file << ": valid job config '" << job.name << "' (workload " << job.workload.kind;
   if (job.workload.kind == "tiny-vdit") std::cout << "/" << job.workload.preset;
@@ -31,8 +58,9 @@ void AddValidateCommand(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<ValidateOptions>();
   CLI::App* cmd = app.add_subcommand(
       "validate",
-      "Check a job config or a schedule file. Exit 0 when valid; exit 2 with one line naming the "
-      "file and the offending field otherwise.");
+      "Check a job config or a schedule file (told apart by \"format\": \"sparsetune.schedule\"). "
+      "Exit 0 when valid; exit 2 with one line naming the file and the offending field "
+      "otherwise.");
   cmd->add_option("FILE", options->file, "Job config (JSON) or schedule file to check")
       ->required();
   cmd->add_option("--config", options->config,
