@@ -1,6 +1,7 @@
 // `sparsetune run CONFIG [--db PATH] [--resume JOB] [--json]`: the main job. Runs (or resumes) a
 // search, prints a progress line per generation, then the best feasible candidate with its
 // calibration and held-out quality and the command that exports it.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iomanip>
@@ -15,6 +16,7 @@
 #include "evaluators/evaluator.h"
 #include "results/store.h"
 #include "search/job.h"
+#include "search/space.h"
 
 namespace sparsetune::cli {
 
@@ -45,6 +47,60 @@ std::string Num(double x, int decimals) {
 
 Json JsonNum(double x) { return std::isfinite(x) ? Json(x) : Json(nullptr); }
 
+// Measured results within this factor of the constraint still count as reachable: the corners
+// probed below are not the only fast points, and wall-clock timings vary by a few percent.
+constexpr double kConstraintSlack = 1.15;
+
+// Rejects a constraint that no candidate can meet, before spending the search on it: evaluates
+// the fastest corners of the search space (every budget at its minimum and the fewest warm-up
+// steps, with dense heads and with every head at the cheapest option) and compares the best
+// measured speedup / latency with the constraint. Throws InputError (exit 2) when it is out of
+// reach even with kConstraintSlack.
+void CheckConstraintReachable(const JobConfig& config, Evaluator& evaluator, std::ostream* log) {
+  const ObjectiveConfig& objective = config.objective;
+  if (!objective.min_speedup && !objective.max_latency_ms) return;
+  const SearchSpace space(config, evaluator.model_geometry());
+  Genome corner = space.Dense();
+  const auto& warmups = space.warmup_choices();
+  corner.warmup = std::min_element(warmups.begin(), warmups.end()) - warmups.begin();
+  std::fill(corner.budgets.begin(), corner.budgets.end(), 0);
+  std::vector<Genome> corners = {corner};
+  const auto& costs = space.option_costs();
+  const int64_t cheapest = std::min_element(costs.begin(), costs.end()) - costs.begin();
+  if (cheapest != 0) {
+    Genome sparse_heads = corner;
+    std::fill(sparse_heads.heads.begin(), sparse_heads.heads.end(), cheapest);
+    corners.push_back(sparse_heads);
+  }
+  std::vector<Json> schedules;
+  for (Genome& g : corners) {
+    space.Normalize(&g);
+    schedules.push_back(space.ToSchedule(g));
+  }
+  if (log) *log << "checking that the constraint is reachable (" << schedules.size()
+                << " fastest corners of the search space)\n";
+  double best_speedup = 0, best_latency = INFINITY;
+  for (const EvalResult& r : evaluator.evaluate(schedules)) {
+    if (!r.ok) continue;
+    best_speedup = std::max(best_speedup, r.speedup);
+    best_latency = std::min(best_latency, r.latency_ms);
+  }
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2);
+  if (objective.min_speedup && best_speedup * kConstraintSlack < *objective.min_speedup) {
+    os << config.source.string() << ": field 'objective.min_speedup': impossible constraint: the "
+       << "fastest corners of the search space reach only " << best_speedup << "x (asked for "
+       << *objective.min_speedup << "x)";
+    throw InputError(os.str());
+  }
+  if (objective.max_latency_ms && best_latency > *objective.max_latency_ms * kConstraintSlack) {
+    os << config.source.string() << ": field 'objective.max_latency_ms': impossible constraint: "
+       << "the fastest corners of the search space take " << best_latency << " ms (asked for "
+       << *objective.max_latency_ms << " ms)";
+    throw InputError(os.str());
+  }
+}
+
 int RunRun(const RunOptions& o) {
   JobConfig config = LoadJobConfig(o.config);
   if (!o.db.empty()) config.store = o.db;
@@ -70,7 +126,11 @@ int RunRun(const RunOptions& o) {
   }
 
   JobOptions job_options;
-  if (o.resume >= 0) job_options.resume_job = o.resume;
+  if (o.resume >= 0) {
+    job_options.resume_job = o.resume;
+  } else {
+    CheckConstraintReachable(config, evaluator, talk ? &log : nullptr);
+  }
   if (talk) {
     job_options.on_progress = [&log](const Progress& p) {
       log << "job " << p.job_id << " gen " << p.generation << ": " << p.done << "/" << p.planned
