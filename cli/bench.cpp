@@ -1,9 +1,12 @@
-// `sparsetune bench attention [--device cpu] [--grid F,H,W] [--heads N] [--head-dim D]
-// [--block N] [--repeats N] [--json]`: times the runtime's attention patterns against dense SDPA.
+// `sparsetune bench attention [--device cpu|cuda] [--dtype T] [--threads N] [--grid F,H,W]
+// [--heads N] [--head-dim D] [--block N] [--text N] [--repeats N] [--json]`: times the runtime's
+// attention patterns against dense SDPA.
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <string>
+
+#include <torch/torch.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -14,16 +17,19 @@ namespace sparsetune::cli {
 namespace {
 
 struct BenchCliOptions {
-  std::string device = "cpu";    // cpu (cuda once the CUDA kernels land)
+  std::string device = "cpu";    // torch device: cpu, cuda, cuda:N
+  std::string dtype = "float32"; // q/k/v dtype; bfloat16/float16 only off the CPU
+  int64_t threads = 0;           // intra-op CPU threads; 0 = libtorch's default
   std::vector<int64_t> grid;     // F,H,W; empty = default
   BenchOptions bench;
   bool json = false;             // one JSON object instead of a table
 };
 
 int RunBench(BenchCliOptions& o) {
-  if (o.device == "cuda")
-    throw InputError("bench attention: --device cuda is not available in this build yet");
-  if (o.device != "cpu") throw InputError("bench attention: --device must be cpu or cuda");
+  if (o.threads < 0) throw InputError("bench attention: --threads must be >= 0");
+  if (o.threads > 0) torch::set_num_threads(static_cast<int>(o.threads));
+  o.bench.device = o.device;
+  o.bench.dtype = o.dtype;
   if (!o.grid.empty()) {
     if (o.grid.size() != 3) throw InputError("bench attention: --grid takes F,H,W");
     o.bench.grid = {o.grid[0], o.grid[1], o.grid[2]};
@@ -34,7 +40,8 @@ int RunBench(BenchCliOptions& o) {
     return 0;
   }
   const BenchOptions& b = o.bench;
-  std::cout << "attention on cpu: grid " << b.grid[0] << "x" << b.grid[1] << "x" << b.grid[2]
+  std::cout << "attention on " << o.device << " (" << o.dtype << ", "
+            << torch::get_num_threads() << " CPU threads): grid " << b.grid[0] << "x" << b.grid[1] << "x" << b.grid[2]
             << ", " << b.heads << " heads x " << b.head_dim << ", block " << b.block
             << ", median of " << b.repeats << "\n";
   std::printf("%-14s %7s %10s %8s %8s\n", "pattern", "param", "time_ms", "density", "speedup");
@@ -55,7 +62,9 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
       "Time dense SDPA and each sparse pattern (block_sparse at keeps 0.1/0.2/0.3/0.5; spatial, "
       "temporal, textural at densities 0.2/0.4) at one shape; prints time, realized density and "
       "speedup vs dense");
-  cmd->add_option("--device", o->device, "cpu (cuda: not in this build yet)");
+  cmd->add_option("--device", o->device, "cpu, cuda or cuda:N (default cpu)");
+  cmd->add_option("--dtype", o->dtype, "float32 (default), or bfloat16/float16 on cuda");
+  cmd->add_option("--threads", o->threads, "Intra-op CPU threads (default: libtorch's choice)");
   cmd->add_option("--grid", o->grid, "Video grid F,H,W in tokens (default 8,32,32)")->delimiter(',');
   cmd->add_option("--heads", o->bench.heads, "Attention heads (default 4)");
   cmd->add_option("--head-dim", o->bench.head_dim, "Channels per head (default 64)");

@@ -1,4 +1,4 @@
-// Attention micro-benchmark of the runtime on CPU: wall-clock time per pattern against dense
+// Attention micro-benchmark of the runtime (CPU, or CUDA with a synchronise per call): wall-clock time per pattern against dense
 // SDPA at one shape (`sparsetune bench attention`). Rows carry the realized density so a speedup
 // can be read against the work actually skipped.
 #pragma once
@@ -23,6 +23,8 @@ struct BenchOptions {
   std::vector<double> keeps = {0.1, 0.2, 0.3, 0.5};  // block_sparse keep ratios
   std::vector<double> densities = {0.2, 0.4};        // spatial/temporal/textural densities
   uint64_t seed = 0;                          // seed of the random q/k/v
+  std::string device = "cpu";                 // torch device of q/k/v ("cpu", "cuda", "cuda:1")
+  std::string dtype = "float32";              // float32; bfloat16/float16 off the CPU
 };
 
 struct BenchRow {
@@ -34,7 +36,7 @@ struct BenchRow {
 };
 
 // Runs every row at one shape; the first row is the dense SDPA reference. Throws InputError for
-// non-positive shape options.
+// non-positive shape options, an unknown device or dtype.
 std::vector<BenchRow> BenchAttention(const BenchOptions& options);
 
 Json BenchToJson(const BenchOptions& options, const std::vector<BenchRow>& rows);

@@ -88,6 +88,13 @@ Layout BuildLayout(const ModelGeometry& model, const TokenOrder& order, int64_t 
   return l;
 }
 
+Layout LayoutOn(const Layout& layout, const torch::Device& device) {
+  Layout l = layout;
+  for (torch::Tensor* t : {&l.order, &l.position, &l.block_of, &l.padded, &l.slot_valid})
+    *t = t->to(device);
+  return l;
+}
+
 torch::Tensor ExpandBlockMask(const Layout& layout, const torch::Tensor& block_mask) {
   // Block of each token in model order, then a 2-D gather of the block mask.
   const torch::Tensor blk = layout.block_of.index_select(0, layout.position);
@@ -99,14 +106,14 @@ torch::Tensor PermuteTokens(const torch::Tensor& x, const torch::Tensor& idx) {
   const int64_t n = x.size(-2), d = x.size(-1);
   const int64_t lead = x.numel() / std::max<int64_t>(1, n * d);
   const torch::Tensor rows =
-      (torch::arange(lead, torch::kInt64).unsqueeze(1) * n + idx.unsqueeze(0)).reshape({-1});
+      (torch::arange(lead, idx.options()).unsqueeze(1) * n + idx.unsqueeze(0)).reshape({-1});
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape[shape.size() - 2] = idx.size(0);
   return x.reshape({lead * n, d}).index_select(0, rows).reshape(shape);
 }
 
 torch::Tensor KeyTokensPerRow(const Layout& layout, const torch::Tensor& block_mask) {
-  const torch::Tensor len = torch::tensor(layout.block_len, torch::kInt64);
+  const torch::Tensor len = torch::tensor(layout.block_len, torch::kInt64).to(block_mask.device());
   return (block_mask.to(torch::kInt64) * len).sum(-1);
 }
 

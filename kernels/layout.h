@@ -52,12 +52,16 @@ struct Layout {
 // or tile below 1.
 Layout BuildLayout(const ModelGeometry& model, const TokenOrder& order, int64_t block_size);
 
+// A copy of `layout` whose tensors live on `device` (host vectors are shared by value).
+Layout LayoutOn(const Layout& layout, const torch::Device& device);
+
 // Expands a block mask [..., nb, nb] (bool) into the token mask [..., N, N] in MODEL order:
 // token i may attend token j when block(i) may attend block(j).
 torch::Tensor ExpandBlockMask(const Layout& layout, const torch::Tensor& block_mask);
 
 // x[..., idx, :] for x [..., N, D] as one row gather over the flattened tensor (a gather along a
-// middle dimension measured several times slower on CPU). idx: [M] int64 in [0, N).
+// middle dimension measured several times slower on CPU). idx: [M] int64 in [0, N), on x's
+// device.
 torch::Tensor PermuteTokens(const torch::Tensor& x, const torch::Tensor& idx);
 
 // Per block: number of key tokens the block mask row allows, [..., nb] int64.

@@ -99,7 +99,7 @@ torch::Tensor StaticPatternMask(const Layout& l, PatternKind kind, double densit
       throw InputError(std::string("pattern: ") + ToString(kind) + " has no static block mask");
   }
   ForceCommon(l, m);
-  return ToTensor(m);
+  return ToTensor(m).to(l.order.device());
 }
 
 torch::Tensor BlockSparseMask(const Layout& l, const torch::Tensor& q, const torch::Tensor& k,
@@ -108,7 +108,7 @@ torch::Tensor BlockSparseMask(const Layout& l, const torch::Tensor& q, const tor
   const int64_t batch = k.size(0);
   const int64_t d = k.size(2);
   const auto f32 = k.options().dtype(torch::kFloat32);
-  const torch::Tensor len = torch::tensor(l.block_len, torch::kFloat32).unsqueeze(-1);
+  const torch::Tensor len = torch::tensor(l.block_len, torch::kFloat32).to(k.device()).unsqueeze(-1);
   // Block-mean pooling (a partial last block is the mean of its tail).
   const torch::Tensor kp =
       torch::zeros({batch, nb, d}, f32).index_add_(1, l.block_of, k.to(torch::kFloat32)) / len;
@@ -129,7 +129,7 @@ torch::Tensor BlockSparseMask(const Layout& l, const torch::Tensor& q, const tor
   // Softmax over key blocks is monotone in the logits, so the ranking uses the logits directly.
   const torch::Tensor scores =
       torch::matmul(qp, kp.transpose(1, 2)) / std::sqrt(static_cast<double>(d));
-  torch::Tensor mask = torch::zeros({batch, nb, nb}, torch::kBool);
+  torch::Tensor mask = torch::zeros({batch, nb, nb}, k.options().dtype(torch::kBool));
   const int64_t nv = l.video_blocks;
   if (nv > 0) {
     const int64_t keep_n =
@@ -172,7 +172,7 @@ std::array<double, 3> ArmRecall(const Layout& l, const torch::Tensor& q,
                                                 static_cast<double>(count));
       idx.push_back(std::min(n - 1, base + (i % std::min(stride, f))));
     }
-    return torch::tensor(idx, torch::kInt64);
+    return torch::tensor(idx, torch::kInt64).to(k.device());
   };
   const torch::Tensor key_model = sample(l.video_tokens) + l.video_offset;
   const torch::Tensor key_block = l.block_of.index_select(0, l.position.index_select(0, key_model));

@@ -5,6 +5,7 @@
 #include "kernels/runtime.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <sstream>
 #include <string>
@@ -58,6 +59,7 @@ struct Runtime::State {
     int64_t first_step = -1;  // first step this head ran block_sparse since reset()
     double keep = 0.0;        // parameters it was built with (a change forces a rebuild)
     bool sink = true;
+    int64_t serial = 0;       // State::mask_serial at the build: names the mask in plan keys
   };
   // ARM's pick of one (layer, head).
   struct ArmState {
@@ -71,6 +73,21 @@ struct Runtime::State {
   std::vector<CachedMask> masks;  // [layer * heads + head]
   std::vector<ArmState> arm;      // [layer * heads + head]
   std::map<std::pair<int, double>, torch::Tensor> static_masks;  // (kind, density) -> [nb, nb]
+  int64_t mask_serial = 0;  // block_sparse masks built since reset()
+  // Sparse plans of full-selection calls, keyed by (batch, heads' mask ids): static patterns hit
+  // this every step; block_sparse keys change with every rebuild, so the map is bounded.
+  std::map<std::vector<int64_t>, SparsePlan> plans;
+  static constexpr size_t kMaxPlans = 64;
+
+  // Moves the layout to `device` (the device of the calls); masks built for another device are
+  // dropped and rebuilt there.
+  void use_device(const torch::Device& device) {
+    if (layout.order.device() == device) return;
+    layout = LayoutOn(layout, device);
+    static_masks.clear();
+    plans.clear();
+    for (CachedMask& c : masks) c = CachedMask();
+  }
 
   const torch::Tensor& static_mask(PatternKind kind, double density) {
     auto key = std::make_pair(static_cast<int>(kind), density);
@@ -102,6 +119,29 @@ std::array<int64_t, 3> SplitOf(const ModelGeometry& m) {
   const auto& s = m.rope_split;
   if (s[0] + s[1] + s[2] == m.head_dim && s[0] >= 0 && s[1] >= 0 && s[2] >= 0) return s;
   return RopeSplitFor(m.head_dim);
+}
+
+}  // namespace
+
+// One float32 sum per tensor, added up, read back once. A NaN element makes the total NaN; a ±inf
+// element makes it ±inf or NaN (inf - inf); so a finite total proves every element finite. The
+// converse fails only when finite values overflow float32 while summing: a non-finite total
+// therefore falls back to the exact isfinite check, which decides.
+void CheckFinite(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  const torch::Tensor total = q.sum(torch::kFloat32) + k.sum(torch::kFloat32) +
+                              v.sum(torch::kFloat32);
+  if (std::isfinite(total.item<float>())) return;
+  for (const torch::Tensor* t : {&q, &k, &v})
+    if (!torch::isfinite(*t).all().item<bool>())
+      throw ShapeError("attention: q, k or v holds NaN or Inf");
+}
+
+namespace {
+
+bool UsesTokenBudget(const Schedule& s) {
+  for (double b : s.token_budget)
+    if (b < 1.0) return true;
+  return false;
 }
 
 void CheckStepLayer(const ModelGeometry& m, int64_t step, int64_t layer, const char* what) {
@@ -138,17 +178,22 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
     throw ShapeError("attention: q, k, v must share one dtype");
   if (q.device() != k.device() || q.device() != v.device())
     throw ShapeError("attention: q, k, v must be on one device");
-  if (!q.device().is_cpu())
-    throw ShapeError("attention: only CPU tensors are supported in this build");
-  if (q.scalar_type() != torch::kFloat32)
-    throw ShapeError("attention: CPU tensors must be float32");
+  const auto dtype = q.scalar_type();
+  if (q.device().is_cpu() && dtype != torch::kFloat32)
+    throw ShapeError("attention: CPU tensors must be float32; got " +
+                     std::string(c10::toString(dtype)));
+  if (!q.device().is_cpu() && dtype != torch::kFloat32 && dtype != torch::kBFloat16 &&
+      dtype != torch::kHalf)
+    throw ShapeError("attention: " + q.device().str() +
+                     " tensors must be float32, bfloat16 or float16; got " +
+                     std::string(c10::toString(dtype)));
   CheckStepLayer(m, step, layer, "attention");
   const int64_t batch = q.size(0);
   if (batch < 1) throw ShapeError("attention: batch must be >= 1");
   const bool partial = selection != nullptr && !selection->all();
   torch::Tensor q_index;  // [B, Nq] model index of each query row
   if (partial) {
-    const torch::Tensor& idx = selection->index;
+    const torch::Tensor idx = selection->index.defined() ? selection->index.cpu() : torch::Tensor();
     if (idx.dim() != 2 || idx.size(0) != batch || idx.scalar_type() != torch::kInt64)
       throw ShapeError("attention: selection index must be int64 [B, k] with B = " +
                        std::to_string(batch) + "; got " + ShapeOf(idx));
@@ -161,20 +206,20 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
                               idx.narrow(1, 0, idx.size(1) - 1)).all().item<bool>()))
       throw ShapeError("attention: selection indices must be strictly ascending in [0, " +
                        std::to_string(n) + ")");
-    q_index = idx.contiguous();
+    q_index = idx.to(q.device()).contiguous();
   } else {
     if (q.size(2) != n)
       throw ShapeError("attention: q must hold all " + std::to_string(n) +
                        " tokens when no partial selection is given; got " + ShapeOf(q));
-    q_index = torch::arange(n, torch::kInt64).unsqueeze(0).expand({batch, n}).contiguous();
+    q_index = torch::arange(n, q.options().dtype(torch::kInt64))
+                  .unsqueeze(0)
+                  .expand({batch, n})
+                  .contiguous();
   }
-  // A float64 sum is NaN/Inf exactly when an element is (float32 values cannot overflow it), and
-  // one reduction per tensor is cheaper than materialising isfinite masks.
-  for (const torch::Tensor* t : {&q, &k, &v})
-    if (!std::isfinite(t->sum(torch::kFloat64).item<double>()))
-      throw ShapeError("attention: q, k or v holds NaN or Inf");
+  CheckFinite(q, k, v);
 
   State& st = *state_;
+  st.use_device(q.device());
   const Layout& lay = st.layout;
   const int64_t heads = m.heads;
   const int64_t nq = q.size(2);
@@ -183,7 +228,12 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
 
   // Resolve each head's block mask ([B, nb, nb]) or leave it undefined for a dense head.
   std::vector<torch::Tensor> masks(static_cast<size_t>(heads));
-  const torch::Tensor kl = PermuteTokens(k, lay.order);  // keys in layout order
+  std::vector<int64_t> mask_id = {batch, nq};  // plan key: which mask each sparse head runs
+  torch::Tensor kl;  // keys in layout order, made when a sparse head needs them
+  auto keys_in_layout = [&]() -> const torch::Tensor& {
+    if (!kl.defined()) kl = PermuteTokens(k, lay.order);
+    return kl;
+  };
   const torch::Tensor q_block = lay.block_of.index_select(0, lay.position).index_select(
       0, q_index.reshape({-1})).reshape({batch, nq});
   for (int64_t h = 0; h < heads; ++h) {
@@ -211,9 +261,13 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
       case PatternKind::kSpatial:
       case PatternKind::kTemporal:
       case PatternKind::kTextural:
-        if (p.density < 1.0)
+        if (p.density < 1.0) {
           masks[static_cast<size_t>(h)] =
               st.static_mask(p.pattern, p.density).unsqueeze(0).expand({batch, -1, -1});
+          int64_t bits = 0;
+          std::memcpy(&bits, &p.density, sizeof bits);
+          mask_id.insert(mask_id.end(), {h, static_cast<int64_t>(p.pattern), bits});
+        }
         break;
       case PatternKind::kBlockSparse: {
         State::CachedMask& c = st.masks[slot];
@@ -223,12 +277,15 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
                            (step - c.first_step) % p.mask_refresh == 0;
         if (stale) {
           const torch::Tensor ql = q.select(1, h);
-          c.mask = BlockSparseMask(lay, ql, kl.select(1, h), q_block, p.keep, p.first_frame_sink);
+          c.mask = BlockSparseMask(lay, ql, keys_in_layout().select(1, h), q_block, p.keep,
+                                   p.first_frame_sink);
           c.keep = p.keep;
           c.sink = p.first_frame_sink;
+          c.serial = ++st.mask_serial;
           ++call.mask_builds;
         }
         masks[static_cast<size_t>(h)] = c.mask;
+        mask_id.insert(mask_id.end(), {h, static_cast<int64_t>(PatternKind::kBlockSparse), c.serial});
         break;
       }
       case PatternKind::kAuto:
@@ -236,57 +293,91 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
     }
   }
 
-  // Pairs computed per head from the masks (partial blocks and the query selection included).
-  for (int64_t h = 0; h < heads; ++h) {
-    const torch::Tensor& mk = masks[static_cast<size_t>(h)];
-    if (!mk.defined()) {
-      call.pairs_computed += batch * nq * n;
-    } else {
-      call.pairs_computed += KeyTokensPerRow(lay, mk).gather(1, q_block).sum().item<int64_t>();
-    }
-  }
-
-  torch::Tensor out, lse;
+  std::vector<int64_t> dense_heads, sparse_heads;
+  for (int64_t h = 0; h < heads; ++h)
+    (masks[static_cast<size_t>(h)].defined() ? sparse_heads : dense_heads).push_back(h);
+  const int64_t hs = static_cast<int64_t>(sparse_heads.size());
   const bool reuse = schedule_.reuse.enabled &&
                      step < static_cast<int64_t>(schedule_.reuse.threshold.size()) &&
                      schedule_.reuse.threshold[static_cast<size_t>(step)] <= 1.0;
+  // Sparse heads stacked into one mask [B*hs, nb, nb] (batch-major).
+  auto stacked_mask = [&]() {
+    std::vector<torch::Tensor> sm;
+    for (int64_t h : sparse_heads) sm.push_back(masks[static_cast<size_t>(h)]);
+    return torch::stack(sm, 1).reshape({batch * hs, lay.blocks(), lay.blocks()});
+  };
+  // The CPU path runs sparse heads through a plan, cached for full selections (a partial
+  // selection changes every step).
+  const SparsePlan* plan = nullptr;
+  SparsePlan fresh_plan;
+  if (!reuse && hs > 0 && q.device().is_cpu()) {
+    auto it = partial ? st.plans.end() : st.plans.find(mask_id);
+    if (it != st.plans.end()) {
+      plan = &it->second;
+    } else {
+      fresh_plan = BuildSparsePlan(lay, stacked_mask(), q_block, hs, m.head_dim);
+      if (!partial) {
+        if (st.plans.size() >= State::kMaxPlans) st.plans.clear();
+        plan = &st.plans.emplace(mask_id, std::move(fresh_plan)).first->second;
+      } else {
+        plan = &fresh_plan;
+      }
+    }
+  }
+
+  // Pairs computed per head from the masks (partial blocks and the query selection included).
+  call.pairs_computed += static_cast<int64_t>(dense_heads.size()) * batch * nq * n;
+  if (plan != nullptr) {
+    call.pairs_computed += plan->pairs;
+  } else {
+    for (int64_t h : sparse_heads)
+      call.pairs_computed +=
+          KeyTokensPerRow(lay, masks[static_cast<size_t>(h)]).gather(1, q_block).sum().item<int64_t>();
+  }
+
+  torch::Tensor out, lse;
   if (reuse) {
     RippleOutput r = RippleAttention(lay, q, q_index, k, v, masks, SplitOf(m),
                                      schedule_.reuse.threshold[static_cast<size_t>(step)]);
     out = r.out, lse = r.lse;
     call.qk_macs_skipped = r.macs_skipped;
   } else {
-    std::vector<int64_t> dense_heads, sparse_heads;
-    for (int64_t h = 0; h < heads; ++h)
-      (masks[static_cast<size_t>(h)].defined() ? sparse_heads : dense_heads).push_back(h);
-    if (sparse_heads.empty()) {
-      AttentionOutput d = DenseAttention(q, k, v);
+    // Off the CPU the dense kernel gives no LSE for free; it is computed only when Astraea reads
+    // it (some step has a token budget below 1).
+    const bool need_lse = q.device().is_cpu() || UsesTokenBudget(schedule_);
+    if (hs == 0) {
+      AttentionOutput d = DenseAttention(q, k, v, need_lse);
       out = d.out, lse = d.lse;
     } else {
-      out = torch::empty_like(q);
-      lse = torch::empty({batch, heads, nq}, q.options().dtype(torch::kFloat32));
-      if (!dense_heads.empty()) {
-        const torch::Tensor hi = torch::tensor(dense_heads, torch::kInt64);
-        AttentionOutput d =
-            DenseAttention(q.index_select(1, hi), k.index_select(1, hi), v.index_select(1, hi));
-        out.index_copy_(1, hi, d.out);
-        lse.index_copy_(1, hi, d.lse.to(torch::kFloat32));
-      }
-      const torch::Tensor hi = torch::tensor(sparse_heads, torch::kInt64);
-      const int64_t hs = static_cast<int64_t>(sparse_heads.size());
-      std::vector<torch::Tensor> sm;
-      for (int64_t h : sparse_heads) sm.push_back(masks[static_cast<size_t>(h)]);
-      const torch::Tensor mask = torch::stack(sm, 1).reshape({batch * hs, lay.blocks(), lay.blocks()});
-      const torch::Tensor vl = PermuteTokens(v, lay.order);
+      const bool all_sparse = hs == heads;
+      const torch::Tensor hi =
+          all_sparse ? torch::Tensor()
+                     : torch::tensor(sparse_heads, torch::kInt64).to(q.device());
       auto flat = [&](const torch::Tensor& x) {
-        return x.index_select(1, hi).reshape({batch * hs, x.size(2), x.size(3)});
+        return (all_sparse ? x : x.index_select(1, hi)).reshape({batch * hs, x.size(2), x.size(3)});
       };
-      AttentionOutput s = BlockSparseAttention(lay, flat(q), q_block, flat(kl), flat(vl), mask, hs);
-      out.index_copy_(1, hi, s.out.reshape({batch, hs, nq, m.head_dim}));
-      lse.index_copy_(1, hi, s.lse.reshape({batch, hs, nq}));
+      const torch::Tensor vl = PermuteTokens(v, lay.order);
+      AttentionOutput s =
+          plan != nullptr ? RunSparsePlan(*plan, flat(q), flat(keys_in_layout()), flat(vl))
+                          : MaskedAttention(lay, flat(q), q_block, flat(keys_in_layout()),
+                                            flat(vl), stacked_mask(), hs);
+      if (all_sparse) {
+        out = s.out.view({batch, heads, nq, m.head_dim});
+        lse = s.lse.view({batch, heads, nq});
+      } else {
+        out = torch::empty_like(q);
+        lse = torch::empty({batch, heads, nq}, q.options().dtype(torch::kFloat32));
+        const torch::Tensor di = torch::tensor(dense_heads, torch::kInt64).to(q.device());
+        AttentionOutput d = DenseAttention(q.index_select(1, di), k.index_select(1, di),
+                                           v.index_select(1, di), need_lse);
+        out.index_copy_(1, di, d.out);
+        if (d.lse.defined()) lse.index_copy_(1, di, d.lse);
+        out.index_copy_(1, hi, s.out.view({batch, hs, nq, m.head_dim}));
+        lse.index_copy_(1, hi, s.lse.view({batch, hs, nq}));
+      }
     }
   }
-  st.tokens.record_lse(layer, q_index, lse.mean(1));
+  if (lse.defined()) st.tokens.record_lse(layer, q_index, lse.mean(1));
 
   call.pairs_total = batch * heads * n * n;
   call.tokens_total = batch * n;
@@ -323,6 +414,7 @@ torch::Tensor Runtime::complete_update(int64_t step, int64_t layer, const TokenS
 
 int64_t Runtime::cache_bytes() const {
   int64_t bytes = state_->tokens.bytes();
+  for (const auto& [key, plan] : state_->plans) bytes += plan.bytes();
   for (const auto& c : state_->masks)
     if (c.mask.defined()) bytes += c.mask.numel() * static_cast<int64_t>(c.mask.element_size());
   return bytes;

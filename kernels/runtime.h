@@ -13,6 +13,9 @@
 // raster [frame, row, column] order); the runtime permutes to the schedule's token order
 // internally and returns results in model order. Inputs are checked here (shapes, dtypes, NaN,
 // geometry) and rejected with a ShapeError that says what was expected.
+// Devices: CPU takes float32; CUDA (any non-CPU device) takes float32, bfloat16 or float16, with
+// float32 softmax and accumulation. Every internal tensor is made on q's device; the layout and
+// masks follow the device of the calls (moved once when it changes).
 // Semantics of every pattern: docs/runtime.md.
 #pragma once
 
@@ -52,6 +55,10 @@ struct TokenSelection {
   int64_t count() const { return all() ? tokens : index.size(1); }
 };
 
+// Throws ShapeError when q, k or v holds a NaN or ±Inf; exact, and cheap on finite inputs (one
+// reduction per tensor; the exact per-element check runs only when the cheap one fires).
+void CheckFinite(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
+
 class Runtime {
  public:
   explicit Runtime(Schedule schedule);
@@ -79,7 +86,7 @@ class Runtime {
   const AttentionStats& stats() const { return stats_; }
   // Work of the most recent attention() call.
   const AttentionStats& last_call() const { return last_call_; }
-  // Bytes held by the token cache and mask cache right now.
+  // Bytes held by the token cache, the mask cache and the cached sparse plans right now.
   int64_t cache_bytes() const;
   // ARM's most recent pick per head for `layer` (kDense where ARM has not run).
   std::vector<PatternKind> arm_picks(int64_t layer) const;

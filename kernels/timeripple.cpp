@@ -9,7 +9,7 @@ torch::Tensor RippleReuse(const Layout& l, const torch::Tensor& k,
                           const std::array<int64_t, 3>& split, double threshold) {
   const int64_t n = k.size(0);
   const int64_t hw = l.grid[1] * l.grid[2];
-  torch::Tensor reuse = torch::zeros({3, n}, torch::kBool);
+  torch::Tensor reuse = torch::zeros({3, n}, k.options().dtype(torch::kBool));
   if (l.grid[0] < 2) return reuse;
   const int64_t first = l.video_offset + hw;  // first key of frame 1
   const int64_t count = l.video_tokens - hw;
@@ -45,15 +45,16 @@ RippleOutput RippleAttention(const Layout& l, const torch::Tensor& q, const torc
   for (int64_t b = 0; b < batch; ++b) {
     const torch::Tensor qb = q_block_all.index_select(0, q_index[b]);
     for (int64_t h = 0; h < heads; ++h) {
-      const torch::Tensor qs = q[b][h];
-      const torch::Tensor ks = k[b][h];
+      // Scores, softmax and accumulation in float32 whatever the input dtype (bf16/fp16 on CUDA).
+      const torch::Tensor qs = q[b][h].to(torch::kFloat32);
+      const torch::Tensor ks = k[b][h].to(torch::kFloat32);
       torch::Tensor allowed;  // [Nq, N] or undefined (dense)
       if (masks[static_cast<size_t>(h)].defined())
         allowed = ExpandBlockMask(l, masks[static_cast<size_t>(h)][b]).index_select(0, q_index[b]);
       const torch::Tensor reuse = RippleReuse(l, ks, split, threshold);
       const torch::Tensor col_count =
-          allowed.defined() ? allowed.sum(0).to(torch::kInt64) : torch::full({n}, nq, torch::kInt64);
-      torch::Tensor scores = torch::zeros({nq, n}, q.options());
+          allowed.defined() ? allowed.sum(0).to(torch::kInt64) : torch::full({n}, nq, k.options().dtype(torch::kInt64));
+      torch::Tensor scores = torch::zeros({nq, n}, qs.options());
       int64_t c0 = 0;
       for (int g = 0; g < 3; ++g) {
         const int64_t width = split[g];
@@ -78,7 +79,7 @@ RippleOutput RippleAttention(const Layout& l, const torch::Tensor& q, const torc
       if (allowed.defined())
         scores.masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
       const torch::Tensor lse = scores.logsumexp(1, true);
-      res.out[b][h].copy_(torch::matmul((scores - lse).exp(), v[b][h]));
+      res.out[b][h].copy_(torch::matmul((scores - lse).exp(), v[b][h].to(torch::kFloat32)));
       res.lse[b][h].copy_(lse.squeeze(1));
     }
   }

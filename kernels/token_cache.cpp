@@ -90,6 +90,7 @@ torch::Tensor TokenCache::complete(int64_t layer, const TokenSelection& selectio
                        ", C] when all tokens are selected; got " + ShapeStr(update));
     fresh_rows = torch::arange(tokens_, torch::kInt64).unsqueeze(0).expand({batch, tokens_});
     merged = u.clone();
+    if (l.update.defined() && l.update.device() != u.device()) l.update = torch::Tensor();
   } else {
     if (!ready(layer, batch))
       throw ShapeError("complete_update: partial selection for layer " + std::to_string(layer) +
@@ -100,9 +101,13 @@ torch::Tensor TokenCache::complete(int64_t layer, const TokenSelection& selectio
                        "selection [" + std::to_string(selection.index.size(0)) + ", " +
                        std::to_string(selection.count()) + "] and the cached channels " +
                        std::to_string(l.update.size(2)));
-    fresh_rows = selection.index;
+    if (u.device() != l.update.device())
+      throw ShapeError("complete_update: update is on " + u.device().str() +
+                       " but the cached updates are on " + l.update.device().str());
+    fresh_rows = selection.index.cpu();
     merged = l.update.clone();
-    merged.scatter_(1, fresh_rows.unsqueeze(2).expand({batch, fresh_rows.size(1), u.size(2)}),
+    merged.scatter_(1,
+                    fresh_rows.to(u.device()).unsqueeze(2).expand({batch, fresh_rows.size(1), u.size(2)}),
                     u.to(merged.scalar_type()));
   }
   if (!l.delta.defined() || l.delta.size(0) != batch) {
@@ -111,12 +116,13 @@ torch::Tensor TokenCache::complete(int64_t layer, const TokenSelection& selectio
     l.skipped = torch::zeros({batch, tokens_}, torch::kInt64);
   }
   if (l.update.defined() && l.update.sizes() == merged.sizes()) {
+    // Cached updates live on the update's device; the token bookkeeping stays on the CPU.
     const torch::Tensor idx3 =
-        fresh_rows.unsqueeze(2).expand({batch, fresh_rows.size(1), merged.size(2)});
+        fresh_rows.to(merged.device()).unsqueeze(2).expand({batch, fresh_rows.size(1), merged.size(2)});
     const torch::Tensor now = merged.gather(1, idx3).to(torch::kFloat32);
     const torch::Tensor before = l.update.gather(1, idx3).to(torch::kFloat32);
     const torch::Tensor rel = (now - before).norm(2, 2) / before.norm(2, 2).clamp_min(1e-12);
-    l.delta.scatter_(1, fresh_rows, rel);
+    l.delta.scatter_(1, fresh_rows, rel.cpu());
   }
   torch::Tensor chosen = torch::zeros({batch, tokens_}, torch::kBool);
   chosen.scatter_(1, fresh_rows, true);

@@ -207,6 +207,10 @@ TEST_CASE("chunked and masked-dense block-sparse paths agree with the reference"
   const AttentionOutput masked = BlockSparseAttention(lay, q, q_block, k, v, mask, heads, n);
   CHECK(MaxDiff(chunked.out, masked.out) < 1e-4);
   CHECK(MaxDiff(chunked.lse, masked.lse) < 1e-4);
+  // The explicit path (what sparse heads run off the CPU), run here on the CPU.
+  const AttentionOutput expl = MaskedAttention(lay, q, q_block, k, v, mask, heads);
+  CHECK(MaxDiff(chunked.out, expl.out) < 1e-4);
+  CHECK(MaxDiff(chunked.lse, expl.lse) < 1e-4);
   for (int64_t g = 0; g < batch * heads; ++g) {
     const torch::Tensor tm = mask[g].index_select(0, q_block[g / heads]).index_select(1, lay.block_of);
     CHECK(MaxDiff(chunked.out[g], NaiveAttention(q[g], k[g], v[g], tm)) < kTol);
@@ -340,6 +344,9 @@ TEST_CASE("attention rejects bad inputs with ShapeError", "[kernels]") {
   REQUIRE_THROWS_AS(rt.attention(Rand(1, {2, 2, n, 32}), q, q, 0, 0), ShapeError);
   REQUIRE_THROWS_AS(rt.attention(q.to(torch::kFloat64), q.to(torch::kFloat64), q.to(torch::kFloat64), 0, 0), ShapeError);
   REQUIRE_THROWS_AS(rt.attention(q, q.to(torch::kFloat64), q, 0, 0), ShapeError);
+  REQUIRE_THROWS_WITH(
+      rt.attention(q.to(torch::kBFloat16), q.to(torch::kBFloat16), q.to(torch::kBFloat16), 0, 0),
+      "attention: CPU tensors must be float32; got BFloat16");
   torch::Tensor bad = q.clone();
   bad[0][1][3][4] = std::numeric_limits<float>::quiet_NaN();
   REQUIRE_THROWS_AS(rt.attention(q, bad, q, 0, 0), ShapeError);
@@ -361,4 +368,116 @@ TEST_CASE("attention rejects bad inputs with ShapeError", "[kernels]") {
   REQUIRE_NOTHROW(rt.attention(q.narrow(2, 0, 2), q, q, 0, 0, &sel));
   REQUIRE_THROWS_AS(rt.select_tokens(0, 5, 1), ShapeError);
   REQUIRE_THROWS_AS(rt.arm_picks(-1), ShapeError);
+}
+
+TEST_CASE("CheckFinite catches NaN, +inf and -inf anywhere and accepts huge finite values",
+          "[kernels]") {
+  const float bad[3] = {std::numeric_limits<float>::quiet_NaN(),
+                        std::numeric_limits<float>::infinity(),
+                        -std::numeric_limits<float>::infinity()};
+  torch::manual_seed(70);
+  for (int trial = 0; trial < 12; ++trial) {
+    torch::Tensor t[3] = {Rand(71 + trial, {1, 2, 37, 8}), Rand(90 + trial, {1, 2, 37, 8}),
+                          Rand(110 + trial, {1, 2, 37, 8})};
+    REQUIRE_NOTHROW(CheckFinite(t[0], t[1], t[2]));
+    const int which = trial % 3;
+    const int64_t pos = torch::randint(t[which].numel(), {1}, torch::kInt64).item<int64_t>();
+    t[which].view({-1})[pos] = bad[trial / 4 % 3];
+    REQUIRE_THROWS_WITH(CheckFinite(t[0], t[1], t[2]), "attention: q, k or v holds NaN or Inf");
+  }
+  // The float32 sums of these overflow: the cheap check fires, the exact one clears them.
+  const torch::Tensor huge = Rand(130, {1, 2, 64, 8}).abs().clamp_max(1.0) * 3e38f;
+  REQUIRE_NOTHROW(CheckFinite(huge, huge, -huge));
+}
+
+TEST_CASE("sparse plan: full rows, dense columns merged by LSE, exact-count chunks", "[kernels]") {
+  // Partial last video block, text at the back, partial query sets per batch row, two heads.
+  const ModelGeometry m = SmallModel({3, 6, 7}, 5, TextPosition::kBack, 2, 32);
+  const Layout lay = BuildLayout(m, TokenOrder{}, 16);
+  const int64_t n = m.tokens(), nb = lay.blocks(), batch = 2, heads = 2, nq = 60;
+  torch::manual_seed(80);
+  const torch::Tensor index = torch::stack(
+      {std::get<0>(torch::randperm(n).narrow(0, 0, nq).sort()),
+       std::get<0>(torch::randperm(n).narrow(0, 0, nq).sort())});
+  const torch::Tensor q_block =
+      lay.block_of.index_select(0, lay.position.index_select(0, index.reshape({-1}))).reshape({batch, nq});
+  const torch::Tensor q = Rand(81, {batch * heads, nq, 32});
+  const torch::Tensor k = Rand(82, {batch * heads, n, 32}), v = Rand(83, {batch * heads, n, 32});
+  auto check = [&](const torch::Tensor& mask) {
+    const SparsePlan plan = BuildSparsePlan(lay, mask, q_block, heads, 32);
+    const AttentionOutput got = RunSparsePlan(plan, q, k, v);
+    const AttentionOutput ref = BlockSparseAttention(lay, q, q_block, k, v, mask, heads, 0);
+    CHECK(MaxDiff(got.out, ref.out) < 1e-4);
+    CHECK(MaxDiff(got.lse, ref.lse) < 1e-4);
+    int64_t pairs = 0;
+    for (int64_t g = 0; g < batch * heads; ++g) {
+      const torch::Tensor tm =
+          mask[g].index_select(0, q_block[g / heads]).index_select(1, lay.block_of);
+      pairs += tm.sum().item<int64_t>();
+      CHECK(MaxDiff(got.out[g], NaiveAttention(q[g], k[g], v[g], tm)) < kTol);
+    }
+    CHECK(plan.pairs == pairs);
+    return plan;
+  };
+  SECTION("sink and text columns are dense columns; one full row block, uniform over g") {
+    torch::Tensor mask = torch::rand({batch * heads, nb, nb}) < 0.3;
+    mask.narrow(2, lay.video_blocks, lay.text_blocks).fill_(true);
+    mask.narrow(2, 0, 2).fill_(true);  // sink columns
+    for (int64_t r = 0; r < nb; ++r) mask.select(1, r).select(1, 3 + r % 5).fill_(true);
+    mask.narrow(1, 2, 1).fill_(true);  // a dense row block for every g
+    const SparsePlan plan = check(mask);
+    CHECK(plan.dense.keys >= 32);  // the merge path ran
+    CHECK(plan.full_count >= 0);
+    CHECK(plan.chunks.size() >= 2);
+  }
+  SECTION("full rows differ per g; no common column") {
+    torch::Tensor mask = torch::rand({batch * heads, nb, nb}) < 0.4;
+    for (int64_t r = 0; r < nb; ++r) mask.select(1, r).select(1, r).fill_(true);
+    mask[1].narrow(0, 4, 1).fill_(true);
+    const SparsePlan plan = check(mask);
+    CHECK(plan.dense.keys == 0);
+    CHECK(plan.full_count == -1);
+  }
+  SECTION("every row full") {
+    const SparsePlan plan = check(torch::ones({batch * heads, nb, nb}, torch::kBool));
+    CHECK(plan.chunks.empty());
+  }
+}
+
+TEST_CASE("cached sparse plans give the uncached result across steps and selections",
+          "[kernels]") {
+  const ModelGeometry m = SmallModel({4, 8, 8}, 4, TextPosition::kFront, 4, 32, 1, 6);
+  Schedule s = Uniform(m, Pattern(PatternKind::kSpatial, 0.3), 32);
+  s.heads[0][1] = Pattern(PatternKind::kTemporal, 0.2);
+  s.heads[0][2] = Pattern(PatternKind::kDense, 1.0);
+  s.heads[0][3] = Pattern(PatternKind::kBlockSparse, 0.25);
+  const Layout lay = BuildLayout(m, s.token_order, 32);
+  const int64_t n = m.tokens();
+  Runtime cached(s);
+  for (int64_t step = 0; step < 3; ++step) {
+    const torch::Tensor q = Rand(200 + step, {1, 4, n, 32});
+    const torch::Tensor k = Rand(210 + step, {1, 4, n, 32}), v = Rand(220 + step, {1, 4, n, 32});
+    const torch::Tensor out = cached.attention(q, k, v, step, 0);
+    Runtime fresh(s);  // builds every plan from scratch
+    CHECK(MaxDiff(out, fresh.attention(q, k, v, step, 0)) < 1e-6);
+    for (int64_t h = 0; h < 4; ++h) {
+      const HeadPattern& p = s.heads[0][static_cast<size_t>(h)];
+      const torch::Tensor tm = p.pattern == PatternKind::kDense
+                                   ? torch::Tensor()
+                                   : ExpandBlockMask(lay, ExpectedMask(lay, p, q, k, h)[0]);
+      CHECK(MaxDiff(out[0][h], NaiveAttention(q[0][h], k[0][h], v[0][h], tm)) < kTol);
+    }
+  }
+  // A partial selection after cached full calls: plans are built for it, not reused.
+  TokenSelection sel;
+  sel.tokens = n;
+  sel.index = torch::arange(0, n, 3, torch::kInt64).unsqueeze(0);
+  const torch::Tensor q = Rand(230, {1, 4, n, 32});
+  const torch::Tensor k = Rand(231, {1, 4, n, 32}), v = Rand(232, {1, 4, n, 32});
+  const torch::Tensor qs = q.index_select(2, sel.index[0]);
+  const torch::Tensor out = cached.attention(qs, k, v, 3, 0, &sel);
+  const torch::Tensor tm = ExpandBlockMask(lay, StaticPatternMask(lay, PatternKind::kSpatial, 0.3))
+                               .index_select(0, sel.index[0]);
+  CHECK(MaxDiff(out[0][0], NaiveAttention(qs[0][0], k[0][0], v[0][0], tm)) < kTol);
+  CHECK(cached.cache_bytes() > 0);
 }
