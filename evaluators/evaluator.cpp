@@ -8,6 +8,10 @@
 #include "core/error.h"
 #include "metrics/metrics.h"
 
+#ifdef SPARSETUNE_WITH_CUDA_RUNTIME
+#include <cuda_runtime_api.h>
+#endif
+
 namespace sparsetune {
 
 namespace {
@@ -34,6 +38,33 @@ std::string CpuModelName() {
     }
   }
   return "unknown cpu";
+}
+
+// "NVIDIA H100 80GB HBM3 (cuda:0, sm_90, 79 GiB)" from the CUDA runtime; without it compiled in,
+// only the device index is known.
+std::string CudaDeviceName(int64_t index) {
+  const std::string where = "cuda:" + std::to_string(index);
+#ifdef SPARSETUNE_WITH_CUDA_RUNTIME
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, static_cast<int>(index)) == cudaSuccess) {
+    const auto gib = static_cast<long long>(prop.totalGlobalMem >> 30);
+    return std::string(prop.name) + " (" + where + ", sm_" + std::to_string(prop.major) +
+           std::to_string(prop.minor) + ", " + std::to_string(gib) + " GiB)";
+  }
+#endif
+  return where;
+}
+
+// Per-category totals of a measurement's kernels as {category: {launches, total_ms}}, and the
+// profiler's warnings, for EvalResult.extra (the store keeps both per candidate).
+void AddMeasurementExtra(const Measurement& m, Json& extra) {
+  Json categories = Json::object();
+  for (const KernelTime& c : AggregateCategories(m.kernels)) {
+    categories[c.name] = {{"launches", c.launches}, {"total_ms", c.total_ns / 1e6}};
+  }
+  extra["kernel_categories"] = categories;
+  if (m.dropped_records > 0) extra["dropped_records"] = m.dropped_records;
+  if (!m.warnings.empty()) extra["profiler_warnings"] = m.warnings;
 }
 
 double Mean(const std::vector<double>& values) {
@@ -93,7 +124,11 @@ Evaluator::Evaluator(const JobConfig& config, std::unique_ptr<Workload> workload
                      ": field 'objective.metric': \"ssim\" needs video outputs; the " +
                      workload_->kind() + " workload compares attention outputs (use \"psnr\")");
   }
-  profiler_ = MakeProfiler(config_.device.device == "cuda");
+  std::string why;
+  profiler_ = MakeProfiler(config_.device.device == "cuda", &why);
+  if (config_.device.device == "cuda" && profiler_->source() != "cupti") {
+    progress("latency falls back to the wall clock: " + why);
+  }
   calibration_ = config_.workload.calibration;
   // A shape workload needs no samples: one synthetic sample (seed 0) stands in.
   if (calibration_.empty()) calibration_.push_back(SampleSpec{});
@@ -141,6 +176,7 @@ void Evaluator::ensure_dense() {
   r.latency_spread = runs.measurement.spread;
   r.latency_source = runs.measurement.source;
   r.kernels = runs.measurement.kernels;
+  AddMeasurementExtra(runs.measurement, r.extra);
   dense_ = r;
   progress("dense baseline: " + std::to_string(r.latency_ms) + " ms per generation");
 }
@@ -243,6 +279,7 @@ EvalResult Evaluator::run_candidate(const Schedule& schedule) {
   r.latency_spread = runs.measurement.spread;
   r.latency_source = runs.measurement.source;
   r.kernels = runs.measurement.kernels;
+  AddMeasurementExtra(runs.measurement, r.extra);
   r.extra["samples"] = samples;
   r.extra["mask_builds"] = runs.stats.mask_builds;
   r.extra["arm_runs"] = runs.stats.arm_runs;
@@ -253,11 +290,8 @@ EvalResult Evaluator::run_candidate(const Schedule& schedule) {
 Json Evaluator::model_geometry() const { return ModelGeometryToJson(workload_->geometry()); }
 
 std::string Evaluator::device_name() const {
-  if (workload_->options().device().is_cuda()) {
-    return "cuda: device " + std::to_string(workload_->options().device().index() < 0
-                                                ? 0
-                                                : workload_->options().device().index());
-  }
+  const torch::Device device = workload_->options().device();
+  if (device.is_cuda()) return CudaDeviceName(device.has_index() ? device.index() : 0);
   return "cpu: " + CpuModelName() + " (" + std::to_string(torch::get_num_threads()) +
          " threads)";
 }
@@ -314,7 +348,9 @@ Json Evaluator::head_advice(const std::vector<Json>& head_options) {
       last[static_cast<size_t>(c.layer)][h] = picks[h];
     }
     dense.reset();
-    dense_out.push_back(dense.attention(c.q, c.k, c.v, c.step, c.layer));
+    // Kept on the CPU: the per-head comparison reads tensors through accessors.
+    dense_out.push_back(
+        dense.attention(c.q, c.k, c.v, c.step, c.layer).to(torch::kCPU, torch::kFloat64));
   }
   Json arm_json = Json::array();
   for (size_t l = 0; l < layers; ++l) {
@@ -346,7 +382,8 @@ Json Evaluator::head_advice(const std::vector<Json>& head_options) {
     for (size_t i = 0; i < calls.size(); ++i) {
       const CapturedCall& c = calls[i];
       runtime.reset();
-      const torch::Tensor out = runtime.attention(c.q, c.k, c.v, c.step, c.layer);
+      const torch::Tensor out =
+          runtime.attention(c.q, c.k, c.v, c.step, c.layer).to(torch::kCPU, torch::kFloat64);
       const std::vector<AttentionError> errs = CompareAttentionPerHead(dense_out[i], out);
       for (size_t h = 0; h < heads && h < errs.size(); ++h) {
         error[static_cast<size_t>(c.layer)][h][o] +=

@@ -349,17 +349,21 @@ torch::Tensor SampleVideo(TinyVdit& model, const SampleRequest& request, Runtime
   runtime.reset();
   const torch::TensorOptions options = model->patch_embed->weight.options();
   torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(request.seed);
+  // The noise is drawn on the CPU generator and then moved, so a seed gives the same noise on
+  // every device. The sampler state stays float32 (bf16/fp16 models included): rounding the
+  // latent to 16 bits every step would add error that is not the model's.
   torch::Tensor x = torch::randn({1, 3, c.frames, c.height, c.width}, gen,
                                  torch::TensorOptions().dtype(torch::kFloat32))
-                        .to(options);
+                        .to(options.device());
   const torch::Tensor labels =
       torch::full({1}, request.class_id, options.dtype(torch::kInt64));
   for (int64_t step = 0; step < c.steps; ++step) {
     const double t = 1.0 - static_cast<double>(step) / static_cast<double>(c.steps);
     const double t_next = 1.0 - static_cast<double>(step + 1) / static_cast<double>(c.steps);
     const torch::Tensor tt = torch::full({1}, t, options);
-    const torch::Tensor velocity = model->forward(x, tt, labels, runtime, step, observer);
-    x = x + (t_next - t) * velocity;
+    const torch::Tensor velocity =
+        model->forward(x.to(options.dtype()), tt, labels, runtime, step, observer);
+    x = x + (t_next - t) * velocity.to(torch::kFloat32);
   }
   return ((x.clamp(-1.0, 1.0) + 1.0) * 0.5).to(torch::kFloat32);
 }

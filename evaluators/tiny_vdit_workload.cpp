@@ -25,9 +25,11 @@ Quality TinyVditWorkload::compare(const torch::Tensor& dense, const torch::Tenso
   if (!torch::isfinite(output).all().item<bool>()) {
     throw ShapeError("generated video holds NaN or Inf");
   }
-  // [1, 3, T, H, W] -> frames [T, 3, H, W]
-  const VideoQuality v = CompareVideos(dense.squeeze(0).transpose(0, 1),
-                                       output.squeeze(0).transpose(0, 1));
+  // [1, 3, T, H, W] -> frames [T, 3, H, W]; the metrics run on the CPU in float64 whatever the
+  // device, so scores do not depend on where the video was generated.
+  const VideoQuality v =
+      CompareVideos(dense.squeeze(0).transpose(0, 1).to(torch::kCPU, torch::kFloat64),
+                    output.squeeze(0).transpose(0, 1).to(torch::kCPU, torch::kFloat64));
   Quality q;
   q.psnr = v.psnr;
   q.ssim = v.ssim;
