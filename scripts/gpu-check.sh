@@ -10,7 +10,7 @@
 # SPARSETUNE_JOBS (default 16), GPU_CHECK_BUDGET_S (whole script, default 500 s: the search gets
 # what is left of it, at most 300 s; rerun `sparsetune run ... --resume` to finish a cut search).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 OUT="${OUT:-./out}"
 mkdir -p "$OUT"
