@@ -53,6 +53,8 @@ int main(int argc, char** argv) {
   sparsetune::cli::AddResultsCommand(app, exit_code);
   sparsetune::cli::AddAnalyzeCommand(app, exit_code);
   sparsetune::cli::AddBenchCommand(app, exit_code);
+  sparsetune::cli::AddBenchEvaluateCommand(app, exit_code);
+  sparsetune::cli::AddProfileCommand(app, exit_code);
 
   try {
     app.parse(argc, argv);
