@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# CPU attention benchmark of the sparse-attention runtime: `sparsetune bench attention` at the
+# default shape and at the bundled tiny model's shape, on 1 and 2 threads, several runs each.
+# Writes benchmarks/cpu-attention.json (every run, raw) and benchmarks/cpu-attention.md (medians).
+#   scripts/bench-cpu.sh [BUILD_DIR] [RUNS]      (defaults: build, 3)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+runs=${2:-3}
+bin="$root/$build/bin/sparsetune"
+[[ -x "$bin" ]] || { echo "bench-cpu: $bin not found (build the sparsetune target first)" >&2; exit 2; }
+out_json="$root/benchmarks/cpu-attention.json"
+out_md="$root/benchmarks/cpu-attention.md"
+mkdir -p "$root/benchmarks"
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+cores=$(nproc)
+commit=$(git -C "$root" rev-parse --short HEAD)
+dirty=$(git -C "$root" status --porcelain -- kernels cli/bench.cpp | wc -l)
+date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+declare -A shapes=(
+  [default]="--repeats 3"
+  [tiny]="--grid 8,8,8 --heads 4 --head-dim 32 --block 32 --text 4 --repeats 21"
+)
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+for shape in default tiny; do
+  for threads in 1 2; do
+    # Pin to as many cores as threads, like the default job's device.threads.
+    cpus=$(seq -s, 0 $((threads - 1)))
+    for ((r = 0; r < runs; ++r)); do
+      line=$(taskset -c "$cpus" "$bin" bench attention --device cpu --threads "$threads" \
+               ${shapes[$shape]} --json)
+      printf '{"shape":"%s","threads":%d,"run":%d,"result":%s}\n' "$shape" "$threads" "$r" \
+        "$line" >>"$tmp"
+    done
+  done
+done
+
+python3 - "$tmp" "$out_json" "$out_md" "$cpu" "$cores" "$commit" "$dirty" "$date" "$runs" <<'PY'
+import json, statistics, sys
+tmp, out_json, out_md, cpu, cores, commit, dirty, date, runs = sys.argv[1:]
+recs = [json.loads(l) for l in open(tmp)]
+meta = {"cpu": cpu, "cores": int(cores), "commit": commit, "uncommitted_kernel_changes": int(dirty) > 0,
+        "date": date, "runs": int(runs)}
+json.dump({"meta": meta, "runs": recs}, open(out_json, "w"), indent=1)
+lines = ["# CPU attention benchmark", "",
+         f"Produced by `scripts/bench-cpu.sh` on {date}: CPU `{cpu}` ({cores} cores visible), "
+         f"commit `{commit}`{' + uncommitted kernel changes' if int(dirty) else ''}. "
+         f"Each cell is the median over {runs} runs of `sparsetune bench attention --json` "
+         "(each run itself reports the median of its repeats). The machine is shared: "
+         "expect noise of 10-30 % between runs.", ""]
+for shape in ["default", "tiny"]:
+    sub = [r for r in recs if r["shape"] == shape]
+    if not sub:
+        continue
+    s = sub[0]["result"]["shape"]
+    lines.append(f"## {shape}: grid {'x'.join(map(str, s['grid']))}, {s['heads']} heads x "
+                 f"{s['head_dim']}, block {s['block']}, text {s['text_tokens']}, batch {s['batch']}")
+    lines.append("")
+    lines.append("| pattern | param | density | ms (1 thr) | speedup (1) | ms (2 thr) | speedup (2) |")
+    lines.append("|---|---|---|---|---|---|---|")
+    keys = [(row["pattern"], row["param"]) for row in sub[0]["result"]["rows"]]
+    for key in keys:
+        cells = [key[0], f"{key[1]:g}"]
+        dens = None
+        per = []
+        for threads in (1, 2):
+            ms, sp = [], []
+            for r in sub:
+                if r["threads"] != threads:
+                    continue
+                for row in r["result"]["rows"]:
+                    if (row["pattern"], row["param"]) == key:
+                        ms.append(row["time_ms"]); sp.append(row["speedup"]); dens = row["density"]
+            per += [f"{statistics.median(ms):.2f}" if ms else "-",
+                    f"{statistics.median(sp):.2f}x" if sp else "-"]
+        lines.append("| " + " | ".join(cells + [f"{dens:.3f}"] + per) + " |")
+    lines.append("")
+open(out_md, "w").write("\n".join(lines))
+PY
+echo "bench-cpu: wrote $out_md and $out_json"
