@@ -108,7 +108,10 @@ int RunRun(const RunOptions& o) {
   std::ostream& log = std::cerr;
   const bool talk = !o.quiet;
 
-  std::unique_ptr<Store> store = OpenSqliteStore(config.store);
+  std::unique_ptr<Store> store =
+      o.resume >= 0 ? OpenExistingSqliteStore(config.store) : OpenSqliteStore(config.store);
+  // Fail on a bad --resume before building the workload (which takes seconds).
+  if (o.resume >= 0) CheckResumable(config, *store, o.resume);
   EvaluatorOptions eval_options;
   if (talk) eval_options.progress = [&log](const std::string& line) { log << line << "\n"; };
   Evaluator evaluator(config, eval_options);

@@ -15,6 +15,15 @@ namespace sparsetune {
 
 const char* const kInterruptedReason = "interrupted: resumed";
 
+void CheckResumable(const JobConfig& config, const Store& store, int64_t job_id) {
+  const JobRecord job = store.job(job_id);
+  if (job.config != config.raw) {
+    throw InputError(config.source.string() + ": --resume " + std::to_string(job_id) + ": job " +
+                     std::to_string(job_id) +
+                     " was run with a different config; resume it with its own config");
+  }
+}
+
 namespace {
 
 // Key of the head advice inside the stored baseline's `extra`.
@@ -48,12 +57,7 @@ JobSummary RunJob(const JobConfig& config, CandidateEvaluator& evaluator, Store&
   JobSummary summary;
   if (options.resume_job) {
     const int64_t id = *options.resume_job;
-    const JobRecord job = store.job(id);
-    if (job.config != config.raw) {
-      throw InputError(config.source.string() + ": --resume " + std::to_string(id) + ": job " +
-                       std::to_string(id) +
-                       " was run with a different config; resume it with its own config");
-    }
+    CheckResumable(config, store, id);
     summary.job_id = id;
     store.fail_running(id, kInterruptedReason);
     store.set_job_state(id, "RUNNING");

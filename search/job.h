@@ -55,6 +55,11 @@ struct JobSummary {
   EvalResult baseline;                  // the dense baseline the job measured against
 };
 
+// Throws StoreError (bad input) when job `job_id` does not exist and InputError when it was run
+// with a config other than `config` (compared as written). RunJob checks this itself; callers
+// may check first to fail before expensive set-up.
+void CheckResumable(const JobConfig& config, const Store& store, int64_t job_id);
+
 // Runs (or resumes) a job. Throws InputError when resume_job names a job whose stored config
 // differs from config.raw, StoreError from the store; anything the evaluator throws ends the run
 // with the job marked INTERRUPTED and its RUNNING rows left for a resume.
