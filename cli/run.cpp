@@ -80,10 +80,20 @@ void CheckConstraintReachable(const JobConfig& config, Evaluator& evaluator, std
   if (log) *log << "checking that the constraint is reachable (" << schedules.size()
                 << " fastest corners of the search space)\n";
   double best_speedup = 0, best_latency = INFINITY;
+  std::string first_error;
+  bool any_ok = false;
   for (const EvalResult& r : evaluator.evaluate(schedules)) {
-    if (!r.ok) continue;
+    if (!r.ok) {
+      if (first_error.empty()) first_error = r.error;
+      continue;
+    }
+    any_ok = true;
     best_speedup = std::max(best_speedup, r.speedup);
     best_latency = std::min(best_latency, r.latency_ms);
+  }
+  if (!any_ok) {
+    throw RunError(config.source.string() + ": cannot check the constraint: every probed corner "
+                   "of the search space failed: " + first_error);
   }
   std::ostringstream os;
   os << std::fixed << std::setprecision(2);

@@ -70,6 +70,9 @@ struct Runtime::State {
 
   Layout layout;
   TokenCache tokens;
+  // Device of the most recent attention()/complete_update() inputs: selections are handed out
+  // there, so a model on CUDA can index its tensors with them directly.
+  torch::Device device = torch::kCPU;
   std::vector<CachedMask> masks;  // [layer * heads + head]
   std::vector<ArmState> arm;      // [layer * heads + head]
   std::map<std::pair<int, double>, torch::Tensor> static_masks;  // (kind, density) -> [nb, nb]
@@ -178,6 +181,7 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
     throw ShapeError("attention: q, k, v must share one dtype");
   if (q.device() != k.device() || q.device() != v.device())
     throw ShapeError("attention: q, k, v must be on one device");
+  state_->device = q.device();
   const auto dtype = q.scalar_type();
   if (q.device().is_cpu() && dtype != torch::kFloat32)
     throw ShapeError("attention: CPU tensors must be float32; got " +
@@ -398,7 +402,9 @@ TokenSelection Runtime::select_tokens(int64_t step, int64_t layer, int64_t batch
     sel.tokens = m.tokens();
     return sel;
   }
-  return state_->tokens.select(layer, budget);
+  TokenSelection sel = state_->tokens.select(layer, budget);
+  if (sel.index.device() != state_->device) sel.index = sel.index.to(state_->device);
+  return sel;
 }
 
 torch::Tensor Runtime::complete_update(int64_t step, int64_t layer, const TokenSelection& selection,
@@ -409,6 +415,7 @@ torch::Tensor Runtime::complete_update(int64_t step, int64_t layer, const TokenS
   if (selection.tokens != schedule_.model.tokens())
     throw ShapeError("complete_update: selection is for " + std::to_string(selection.tokens) +
                      " tokens, the model has " + std::to_string(schedule_.model.tokens()));
+  state_->device = update.device();
   return state_->tokens.complete(layer, selection, update);
 }
 

@@ -553,7 +553,9 @@ TEST_CASE("bad configs, stores and schedules exit 2 with one line", "[cli]") {
         RunCommand(kCli + " run " + Quote(config) + " --db " + Quote(db) + " --resume 999");
     CHECK(resume.exit_code == 2);
     CHECK(ErrorLines(resume.err) == 1);
-    CHECK(Contains(LastLine(resume.err), "no job 999"));
+    // Resuming never creates a store: there is nothing to resume in a new one.
+    CHECK(Contains(LastLine(resume.err), "no results store here"));
+    CHECK_FALSE(std::filesystem::exists(db));
   }
 
   SECTION("an impossible constraint, then a store from a newer sparsetune") {
