@@ -39,6 +39,19 @@ const char* ValueType(double x) {
   return "finite";
 }
 
+// Writes one candidate_values row through `insert` (parameters job, number, key, value,
+// value_type): non-finite values are NULL with their kind in value_type, as Optuna stores them.
+void PutValue(Statement& insert, int64_t job_id, int64_t number, const char* key, double x) {
+  insert.bind(1, job_id).bind(2, number).bind(3, key).bind(5, ValueType(x));
+  if (std::isfinite(x)) {
+    insert.bind(4, x);
+  } else {
+    insert.bind_null(4);
+  }
+  insert.run();
+  insert.reset();
+}
+
 class SqliteStore : public Store {
  public:
   explicit SqliteStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
@@ -139,15 +152,7 @@ class SqliteStore : public Store {
                     "INSERT INTO candidate_values (job_id, number, key, value, value_type) "
                     "VALUES (?, ?, ?, ?, ?)");
     for (const store_util::MetricField& f : store_util::MetricFields()) {
-      const double x = result.*f.field;
-      value.bind(1, job_id).bind(2, number).bind(3, f.key).bind(5, ValueType(x));
-      if (std::isfinite(x)) {
-        value.bind(4, x);
-      } else {
-        value.bind_null(4);
-      }
-      value.run();
-      value.reset();
+      PutValue(value, job_id, number, f.key, result.*f.field);
     }
 
     if (!result.kernels.empty()) {
@@ -276,16 +281,7 @@ class SqliteStore : public Store {
                      "value = excluded.value, value_type = excluded.value_type");
     const std::pair<const char*, double> values[] = {{"psnr_heldout", psnr_heldout},
                                                      {"ssim_heldout", ssim_heldout}};
-    for (const auto& [key, x] : values) {
-      upsert.bind(1, job_id).bind(2, number).bind(3, key).bind(5, ValueType(x));
-      if (std::isfinite(x)) {
-        upsert.bind(4, x);
-      } else {
-        upsert.bind_null(4);
-      }
-      upsert.run();
-      upsert.reset();
-    }
+    for (const auto& [key, x] : values) PutValue(upsert, job_id, number, key, x);
     tx.commit();
   }
 
