@@ -31,20 +31,9 @@ std::vector<Proposal> EvolutionarySearch::breed() {
   if (population_.empty()) return children;
   const int64_t count = s.population - static_cast<int64_t>(elites_.size());
   for (int64_t c = 0; c < count; ++c) {
-    const Evaluated& a = population_[TournamentSelect(population_, s.tournament, rng_)];
-    Proposal child;
-    if (UniformReal(rng_) < s.crossover_rate) {
-      const Evaluated& b = population_[TournamentSelect(population_, s.tournament, rng_)];
-      child.genome = Crossover(a.genome, b.genome, rng_);
-      child.parents = {a.number, b.number};
-      child.origin = "crossover+mutation";
-    } else {
-      child.genome = a.genome;
-      child.parents = {a.number};
-      child.origin = "mutation";
-    }
-    child.genome = Novel(Mutate(child.genome, space_, s.mutation_rate, rng_));
-    children.push_back(std::move(child));
+    children.push_back(MakeChild([&]() -> const Evaluated& {
+      return population_[TournamentSelect(population_, s.tournament, rng_)];
+    }));
   }
   return children;
 }

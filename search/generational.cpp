@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "search/operators.h"
+#include "search/random.h"
 
 namespace sparsetune {
 
@@ -89,6 +90,24 @@ Genome GenerationalStrategy::Novel(Genome g) {
   }
   Remember(g);
   return g;
+}
+
+Proposal GenerationalStrategy::MakeChild(const std::function<const Evaluated&()>& pick_parent) {
+  const SearchConfig& s = config_.search;
+  const Evaluated& a = pick_parent();
+  Proposal child;
+  if (UniformReal(rng_) < s.crossover_rate) {
+    const Evaluated& b = pick_parent();
+    child.genome = Crossover(a.genome, b.genome, rng_);
+    child.parents = {a.number, b.number};
+    child.origin = "crossover+mutation";
+  } else {
+    child.genome = a.genome;
+    child.parents = {a.number};
+    child.origin = "mutation";
+  }
+  child.genome = Novel(Mutate(child.genome, space_, s.mutation_rate, rng_));
+  return child;
 }
 
 }  // namespace sparsetune

@@ -4,6 +4,7 @@
 // only say what generation 0 is, how to breed the next one and what to keep of a finished one.
 #pragma once
 
+#include <functional>
 #include <random>
 #include <set>
 #include <string>
@@ -37,6 +38,10 @@ class GenerationalStrategy : public SearchStrategy {
   // Normalises, repairs (when enabled) and, when the genome was proposed before, re-mutates it up
   // to a few times so a generation is not spent on results the store already has.
   Genome Novel(Genome g);
+  // One child: parent a from `pick_parent`, then with probability crossover_rate a second parent
+  // and crossover (else a copy of a), then per-gene mutation and Novel(). The RNG is drawn in this
+  // fixed order, so strategies that share it stay reproducible for a seed.
+  Proposal MakeChild(const std::function<const Evaluated&()>& pick_parent);
   // Registers a proposal's hash as seen.
   void Remember(const Genome& g) { seen_.insert(space_.Hash(g)); }
   bool Seen(const Genome& g) const { return seen_.count(space_.Hash(g)) != 0; }

@@ -146,20 +146,8 @@ std::vector<Proposal> Nsga2Search::breed() {
   if (population_.empty()) return children;
   const SearchConfig& s = config_.search;
   for (int64_t c = 0; c < s.population; ++c) {
-    const Evaluated& a = population_[BinaryTournament()];
-    Proposal child;
-    if (UniformReal(rng_) < s.crossover_rate) {
-      const Evaluated& b = population_[BinaryTournament()];
-      child.genome = Crossover(a.genome, b.genome, rng_);
-      child.parents = {a.number, b.number};
-      child.origin = "crossover+mutation";
-    } else {
-      child.genome = a.genome;
-      child.parents = {a.number};
-      child.origin = "mutation";
-    }
-    child.genome = Novel(Mutate(child.genome, space_, s.mutation_rate, rng_));
-    children.push_back(std::move(child));
+    children.push_back(
+        MakeChild([&]() -> const Evaluated& { return population_[BinaryTournament()]; }));
   }
   return children;
 }
