@@ -1,7 +1,11 @@
 // `sparsetune bench attention [--device cpu|cuda] [--dtype T] [--threads N] [--grid F,H,W]
 // [--heads N] [--head-dim D] [--block N] [--text N] [--repeats N] [--json]`: times the runtime's
 // attention patterns against dense SDPA.
+// `sparsetune bench attention --device cuda --shape S [--sparsity 0,0.5,0.8,0.9] [--dtype T]
+// [--block 128] [--repeats N] [--json]`: the CUDA block-sparse kernel at a model's attention shape
+// against dense SDPA, timed by the CUPTI profiler.
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -10,7 +14,10 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "evaluators/shape_workload.h"
 #include "kernels/bench.h"
+#include "kernels/cuda/attn_bench.h"
+#include "profiler/profiler.h"
 
 namespace sparsetune::cli {
 
@@ -23,9 +30,52 @@ struct BenchCliOptions {
   std::vector<int64_t> grid;     // F,H,W; empty = default
   BenchOptions bench;
   bool json = false;             // one JSON object instead of a table
+  std::string shape;             // model shape for the CUDA kernel bench; empty = runtime bench
+  std::vector<double> sparsities = {0.0, 0.5, 0.8, 0.9};  // block sparsities (--shape only)
+  bool dtype_given = false;      // --dtype was passed (the --shape bench defaults to bfloat16)
+  bool block_given = false;      // --block was passed (the --shape bench defaults to 128)
 };
 
+int RunShapeBench(BenchCliOptions& o) {
+  const ModelGeometry g = ShapeGeometry(o.shape, 1, 1);
+  CudaBenchOptions c;
+  c.shape = o.shape;
+  c.batch = 1;
+  c.heads = g.heads;
+  c.tokens = g.tokens();
+  c.head_dim = g.head_dim;
+  c.block = o.block_given ? o.bench.block : 128;
+  c.sparsities = o.sparsities;
+  c.dtype = o.dtype_given ? o.dtype : "bfloat16";
+  c.device = o.device;
+  c.seed = o.bench.seed;
+  if (o.bench.repeats < 1) throw InputError("bench attention: --repeats must be >= 1");
+  std::string why;
+  std::unique_ptr<Profiler> profiler = MakeProfiler(true, &why);
+  const int repeats = static_cast<int>(o.bench.repeats);
+  auto measure = [&](const std::function<void()>& region) {
+    return profiler->measure(region, 2, repeats).median_ns / 1e6;
+  };
+  const CudaBenchReport r = BenchAttentionCuda(c, measure);
+  if (o.json) {
+    std::cout << CudaBenchToJson(c, r, profiler->source()).dump() << "\n";
+    return 0;
+  }
+  std::cout << "attention on " << r.card << " (" << c.dtype << ", " << profiler->source()
+            << (why.empty() ? "" : " (" + why + ")") << "): " << c.shape << " B=" << c.batch
+            << " H=" << c.heads << " N=" << c.tokens << " D=" << c.head_dim << ", block "
+            << c.block << ", median of " << repeats << "\n";
+  std::printf("%-12s %9s %10s %9s %8s %10s\n", "path", "sparsity", "time_ms", "TFLOP/s", "speedup",
+              "peak_MiB");
+  for (const CudaBenchRow& row : r.rows)
+    std::printf("%-12s %9.3f %10.3f %9.1f %8.2f %10.1f\n", row.path.c_str(), row.sparsity,
+                row.time_ms, row.tflops, row.speedup, row.peak_mib);
+  std::cout << r.mask_predict_note << "\n";
+  return 0;
+}
+
 int RunBench(BenchCliOptions& o) {
+  if (!o.shape.empty()) return RunShapeBench(o);
   if (o.threads < 0) throw InputError("bench attention: --threads must be >= 0");
   if (o.threads > 0) torch::set_num_threads(static_cast<int>(o.threads));
   o.bench.device = o.device;
@@ -72,7 +122,17 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--text", o->bench.text_tokens, "Text tokens (default 0)");
   cmd->add_option("--repeats", o->bench.repeats, "Timed calls per row (default 5)");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");
-  cmd->callback([o, &exit_code] { exit_code = RunBench(*o); });
+  cmd->add_option("--shape", o->shape,
+                  "CUDA kernel bench at a model shape: wan2.1-1.3b-480p, hunyuan-720p, cogvideox-5b "
+                  "(dense SDPA, our kernel dense and at each --sparsity; CUPTI timing)");
+  cmd->add_option("--sparsity", o->sparsities,
+                  "Block sparsities for --shape (default 0,0.5,0.8,0.9)")
+      ->delimiter(',');
+  cmd->callback([o, cmd, &exit_code] {
+    o->dtype_given = cmd->count("--dtype") > 0;
+    o->block_given = cmd->count("--block") > 0;
+    exit_code = RunBench(*o);
+  });
 }
 
 }  // namespace sparsetune::cli

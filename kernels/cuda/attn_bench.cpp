@@ -1,0 +1,157 @@
+#include "kernels/cuda/attn_bench.h"
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include "core/build_info.h"
+#include "core/error.h"
+#include "kernels/cuda/ops.h"
+
+#ifdef SPARSETUNE_CUDA_KERNELS
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace sparsetune {
+
+namespace {
+
+// Peak allocated bytes of the caching allocator while `fn` runs once (inputs already allocated
+// count too: both paths hold the same q/k/v).
+double PeakMib(const torch::Device& device, const std::function<void()>& fn) {
+#ifdef SPARSETUNE_CUDA_KERNELS
+  torch::cuda::synchronize();
+  c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  fn();
+  torch::cuda::synchronize();
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+  const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  return static_cast<double>(stats.allocated_bytes[agg].peak) / (1024.0 * 1024.0);
+#else
+  (void)device;
+  fn();
+  return 0.0;
+#endif
+}
+
+std::string CardName(const torch::Device& device) {
+#ifdef SPARSETUNE_CUDA_KERNELS
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device.index() < 0 ? 0 : device.index()) == cudaSuccess)
+    return prop.name;
+#endif
+  (void)device;
+  return "unknown";
+}
+
+}  // namespace
+
+CudaBenchReport BenchAttentionCuda(const CudaBenchOptions& o, const MeasureMs& measure) {
+  for (int64_t x : {o.batch, o.heads, o.tokens})
+    if (x < 1) throw InputError("bench: batch, heads and tokens must be >= 1");
+  if (o.head_dim != 64 && o.head_dim != 128)
+    throw InputError("bench: the CUDA kernel takes head dim 64 or 128; got " + std::to_string(o.head_dim));
+  if (o.block != 64 && o.block != 128)
+    throw InputError("bench: the CUDA kernel takes block 64 or 128; got " + std::to_string(o.block));
+  for (double sp : o.sparsities)
+    if (!(sp >= 0.0 && sp < 1.0)) throw InputError("bench: --sparsity values must be in [0, 1)");
+  torch::ScalarType dtype = torch::kBFloat16;
+  if (o.dtype == "float16") dtype = torch::kHalf;
+  else if (o.dtype != "bfloat16")
+    throw InputError("bench: the CUDA kernel takes bfloat16 or float16; got '" + o.dtype + "'");
+  if (!cuda::CudaKernelsBuilt()) throw InputError("bench: this build has no CUDA kernels");
+  if (!torch::cuda::is_available()) throw InputError("bench: no CUDA device is available");
+  torch::Device device(torch::kCUDA);
+  try {
+    device = torch::Device(o.device);
+  } catch (const std::exception&) {
+    throw InputError("bench: unknown device '" + o.device + "'");
+  }
+  if (!device.is_cuda()) throw InputError("bench: --shape needs a CUDA device");
+  if (!device.has_index()) device = torch::Device(torch::kCUDA, 0);
+
+  torch::manual_seed(o.seed);
+  const int64_t b = o.batch, h = o.heads, n = o.tokens, d = o.head_dim;
+  const auto opts = torch::TensorOptions().dtype(dtype).device(device);
+  const torch::Tensor q = torch::randn({b, h, n, d}, opts);
+  const torch::Tensor k = torch::randn({b, h, n, d}, opts);
+  const torch::Tensor v = torch::randn({b, h, n, d}, opts);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const double dense_flops = 4.0 * static_cast<double>(b * h) * static_cast<double>(n) *
+                             static_cast<double>(n) * static_cast<double>(d);
+  const int64_t nb = (n + o.block - 1) / o.block;
+  // Tokens of each block (the last one partial), for the computed-pair count of a mask.
+  const torch::Tensor block_len =
+      torch::full({nb}, static_cast<double>(o.block), torch::kFloat64)
+          .index_put_({nb - 1}, static_cast<double>(n - (nb - 1) * o.block));
+
+  CudaBenchReport report;
+  report.card = CardName(device);
+  report.mask_predict_note =
+      "mask-prediction overhead not measured: cudaaux's mask-prediction op has no libtorch "
+      "boundary in this build yet";
+
+  CudaBenchRow dense;
+  dense.path = "dense_sdpa";
+  dense.time_ms = measure([&] { torch::scaled_dot_product_attention(q, k, v); });
+  dense.tflops = dense_flops / (dense.time_ms * 1e9);
+  dense.peak_mib = PeakMib(device, [&] { torch::scaled_dot_product_attention(q, k, v); });
+  report.rows.push_back(dense);
+
+  auto add_row = [&](const std::string& path, double sparsity, double flops,
+                     const cuda::BlockCsr& csr) {
+    CudaBenchRow row;
+    row.path = path;
+    row.sparsity = sparsity;
+    row.time_ms = measure([&] { cuda::BlockSparseAttentionCuda(q, k, v, csr, scale); });
+    row.tflops = flops / (row.time_ms * 1e9);
+    row.speedup = dense.time_ms / row.time_ms;
+    row.peak_mib = PeakMib(device, [&] { cuda::BlockSparseAttentionCuda(q, k, v, csr, scale); });
+    report.rows.push_back(row);
+  };
+  add_row("ours_dense", 0.0, dense_flops, cuda::DenseBlockCsr(b, h, n, o.block, device));
+
+  for (double sp : o.sparsities) {
+    const int64_t keep = std::max<int64_t>(1, std::llround((1.0 - sp) * static_cast<double>(nb)));
+    // Uniform random subset of `keep` key blocks per row: the first `keep` of a random permutation.
+    const torch::Tensor order = torch::rand({b, h, nb, nb}).argsort(/*dim=*/int64_t{3});
+    const torch::Tensor mask =
+        torch::zeros({b, h, nb, nb}, torch::kBool).scatter_(3, order.slice(3, 0, keep), true);
+    const cuda::BlockCsr csr = cuda::BlockCsrFromMask(mask.to(device), o.block);
+    cuda::ValidateBlockCsr(csr, b, h, n);
+    // Computed q·k pairs: sum over kept (query block, key block) of their token counts.
+    const torch::Tensor pairs = torch::matmul(
+        torch::matmul(block_len, mask.to(torch::kFloat64)), block_len);  // [B, H]
+    const double flops = 4.0 * static_cast<double>(d) * pairs.sum().item<double>();
+    add_row("ours_sparse", 1.0 - static_cast<double>(keep) / static_cast<double>(nb), flops, csr);
+  }
+  return report;
+}
+
+Json CudaBenchToJson(const CudaBenchOptions& o, const CudaBenchReport& r,
+                     const std::string& timing_source) {
+  Json j;
+  j["card"] = r.card;
+  const std::time_t now = std::time(nullptr);
+  char date[32];
+  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  j["date"] = date;
+  j["commit"] = GetBuildInfo().git_commit;
+  j["timing"] = timing_source;
+  j["shape"] = {{"name", o.shape}, {"batch", o.batch}, {"heads", o.heads}, {"tokens", o.tokens},
+                {"head_dim", o.head_dim}, {"block", o.block}, {"dtype", o.dtype}};
+  j["mask"] = "per row exactly max(1, round((1 - sparsity) * nb)) key blocks, uniform without replacement";
+  j["mask_predict"] = r.mask_predict_note;
+  Json list = Json::array();
+  for (const CudaBenchRow& row : r.rows)
+    list.push_back({{"path", row.path}, {"sparsity", row.sparsity}, {"time_ms", row.time_ms},
+                    {"tflops", row.tflops}, {"speedup", row.speedup}, {"peak_mib", row.peak_mib}});
+  j["rows"] = list;
+  return j;
+}
+
+}  // namespace sparsetune
