@@ -45,7 +45,8 @@ void CheckQkv(const torch::Tensor& q, const torch::Tensor& k, const torch::Tenso
   if (q.size(3) != 64 && q.size(3) != 128)
     throw ShapeError(std::string(kWhere) + ": head dim must be 64 or 128; got " +
                      std::to_string(q.size(3)));
-  if (q.numel() >= (int64_t{1} << 40) || q.size(0) * q.size(1) >= (int64_t{1} << 31) ||
+  // B*H is the grid's y dimension (at most 65535).
+  if (q.numel() >= (int64_t{1} << 40) || q.size(0) * q.size(1) > 65535 ||
       q.size(2) >= (int64_t{1} << 30))
     throw ShapeError(std::string(kWhere) + ": q " + ShapeString(q) + " is too large");
   const auto dt = q.scalar_type();
