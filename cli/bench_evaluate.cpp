@@ -1,7 +1,8 @@
 // `sparsetune bench evaluate CONFIG [--candidates N] [--seed S] [--json]`: how long one candidate
 // evaluation of a job takes (calibration samples only, dense baselines cached), which bounds how
-// long a search of that config runs. Candidates are the seeds a search starts from (dense,
-// uniform budgets, uniform block-sparse) plus random genomes of the config's search space.
+// long a search of that config runs. Candidates: the dense seed every --dense-every-th (its
+// speedup checks the dense reference), uniform budget 0.5, uniform block-sparse, then random
+// genomes of the config's search space; evaluated in batches of the job's batch size.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,6 +31,7 @@ struct BenchEvaluateOptions {
   int64_t candidates = 12;  // candidates to time
   uint64_t seed = 0;        // seed of the random genomes
   bool json = false;        // one JSON object instead of a table
+  int64_t dense_every = 4;  // every N-th candidate is the dense seed (0 = never)
 };
 
 std::string CpuModel() {
@@ -65,35 +67,75 @@ int RunBenchEvaluate(const BenchEvaluateOptions& o) {
   const double dense_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_dense).count();
 
+  // The dense seed genome every `dense_every`-th candidate (0, N, 2N, ...): its measured speedup
+  // should be 1 within noise, which checks the dense reference.
   const SearchSpace space(config, evaluator.model_geometry());
-  std::vector<Genome> genomes = {space.Dense(), space.UniformBudget(0.5)};
+  std::vector<Genome> others = {space.UniformBudget(0.5)};
   const int64_t sparse = space.FindOption("block_sparse", 0.2);
-  if (sparse >= 0) genomes.push_back(space.UniformHeads(sparse));
+  if (sparse >= 0) others.push_back(space.UniformHeads(sparse));
   std::mt19937_64 rng(o.seed);
-  while (static_cast<int64_t>(genomes.size()) < o.candidates) {
-    genomes.push_back(RandomGenome(space, rng));
-  }
-  genomes.resize(static_cast<size_t>(o.candidates));
-
-  Json rows = Json::array();
-  std::vector<double> seconds;
-  for (size_t i = 0; i < genomes.size(); ++i) {
-    space.Normalize(&genomes[i]);
-    const Json schedule = space.ToSchedule(genomes[i]);
-    const auto t0 = std::chrono::steady_clock::now();
-    const EvalResult r = evaluator.evaluate({schedule}).front();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    seconds.push_back(s);
-    rows.push_back({{"candidate", i},
-                    {"seconds", s},
-                    {"ok", r.ok},
-                    {"speedup", std::isfinite(r.speedup) ? Json(r.speedup) : Json(nullptr)},
-                    {"psnr", std::isfinite(r.psnr) ? Json(r.psnr) : Json(nullptr)}});
-    if (!o.json) {
-      std::fprintf(stderr, "candidate %zu: %.2f s (speedup %.2fx, PSNR %.2f dB)%s\n", i, s,
-                   r.speedup, r.psnr, r.ok ? "" : " FAILED");
+  std::vector<Genome> genomes;
+  size_t next_other = 0;
+  for (int64_t i = 0; i < o.candidates; ++i) {
+    if (o.dense_every > 0 && i % o.dense_every == 0) {
+      genomes.push_back(space.Dense());
+    } else if (next_other < others.size()) {
+      genomes.push_back(others[next_other++]);
+    } else {
+      genomes.push_back(RandomGenome(space, rng));
     }
   }
+
+  // Batches of the job's batch size, as a search evaluates them: the time per candidate includes
+  // the dense reference measurements the evaluator interleaves.
+  const size_t batch = static_cast<size_t>(
+      config.search.batch_size > 0 ? config.search.batch_size : config.search.population);
+  Json rows = Json::array();
+  std::vector<double> seconds;  // per batch, divided by its candidates
+  std::vector<double> dense_speedups;
+  for (size_t first = 0; first < genomes.size(); first += std::max<size_t>(batch, 1)) {
+    const size_t last = std::min(genomes.size(), first + std::max<size_t>(batch, 1));
+    std::vector<Json> schedules;
+    for (size_t i = first; i < last; ++i) {
+      space.Normalize(&genomes[i]);
+      schedules.push_back(space.ToSchedule(genomes[i]));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<EvalResult> results = evaluator.evaluate(schedules);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    seconds.push_back(s / static_cast<double>(last - first));
+    for (size_t i = first; i < last; ++i) {
+      const EvalResult& r = results[i - first];
+      const bool is_dense = genomes[i] == space.Dense();
+      if (is_dense && r.ok) dense_speedups.push_back(r.speedup);
+      rows.push_back({{"candidate", i},
+                      {"dense", is_dense},
+                      {"ok", r.ok},
+                      {"speedup", std::isfinite(r.speedup) ? Json(r.speedup) : Json(nullptr)},
+                      {"psnr", std::isfinite(r.psnr) ? Json(r.psnr) : Json(nullptr)},
+                      {"latency_ms", r.latency_ms},
+                      {"dense_latency_ms", r.dense_latency_ms}});
+      if (!o.json) {
+        std::fprintf(stderr, "candidate %zu%s: speedup %.3fx, PSNR %.2f dB%s\n", i,
+                     is_dense ? " (dense)" : "", r.speedup, r.psnr, r.ok ? "" : " FAILED");
+      }
+    }
+  }
+  // Every dense reference the evaluator measured between the candidates (the same path as a
+  // candidate): their spread is the timing noise every speedup above carries.
+  Json references = Json::array();
+  std::vector<double> reference_ms;
+  for (const DenseReference& d : evaluator.dense_references()) {
+    references.push_back({{"latency_ms", d.latency_ms},
+                          {"spread", d.spread},
+                          {"after_candidates", d.after_candidates},
+                          {"minor_faults", d.minor_faults}});
+    reference_ms.push_back(d.latency_ms);
+  }
+  const double ref_median = Median(reference_ms);
+  const double ref_spread =
+      (*std::max_element(reference_ms.begin(), reference_ms.end()) -
+       *std::min_element(reference_ms.begin(), reference_ms.end())) / ref_median;
   const BuildInfo& b = GetBuildInfo();
   const Json out = {{"config", o.config},
                     {"cpu", CpuModel()},
@@ -106,16 +148,28 @@ int RunBenchEvaluate(const BenchEvaluateOptions& o) {
                     {"latency_repeats", config.latency.repeats},
                     {"dense_baseline_s", dense_s},
                     {"dense_latency_ms", dense.latency_ms},
-                    {"median_s_per_candidate", Median(seconds)},
-                    {"max_s_per_candidate", *std::max_element(seconds.begin(), seconds.end())},
+                    {"dense_start_warmup_ms", dense.extra.value("start_warmup_ms", Json::array())},
+                    {"dense_references", references},
+                    {"dense_reference_median_ms", ref_median},
+                    {"dense_reference_spread", ref_spread},
+                    {"batch_size", batch},
+                    {"s_per_candidate", Median(seconds)},
+                    {"max_s_per_candidate_batch",
+                     *std::max_element(seconds.begin(), seconds.end())},
+                    {"dense_candidate_speedups", dense_speedups},
+                    {"dense_candidate_speedup_median",
+                     dense_speedups.empty() ? Json(nullptr) : Json(Median(dense_speedups))},
                     {"candidates", rows}};
   if (o.json) {
     std::cout << out.dump() << "\n";
   } else {
-    std::printf("%s on %s: dense baseline %.2f s (once), one candidate evaluation: median %.2f s, "
-                "max %.2f s over %zu candidates\n",
+    std::printf("%s on %s: dense baseline %.2f s (once), one candidate evaluation: %.2f s "
+                "(median over batches of %zu, dense references included), %zu candidates; %zu "
+                "dense references, median %.1f ms, spread %.1f%%; dense seed speedup median "
+                "%.3fx over %zu\n",
                 o.config.c_str(), evaluator.device_name().c_str(), dense_s, Median(seconds),
-                out["max_s_per_candidate"].get<double>(), seconds.size());
+                batch, genomes.size(), reference_ms.size(), ref_median, 100.0 * ref_spread,
+                dense_speedups.empty() ? 0.0 : Median(dense_speedups), dense_speedups.size());
   }
   return 0;
 }
@@ -132,6 +186,10 @@ void AddBenchEvaluateCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("CONFIG", o->config, "Job config")->required();
   cmd->add_option("--candidates", o->candidates, "Candidates to time")
       ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  cmd->add_option("--dense-every", o->dense_every,
+                  "Every N-th candidate is the dense seed, whose speedup should be 1 (0: none)")
+      ->check(CLI::Range(0, 10000))
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the random candidates")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");

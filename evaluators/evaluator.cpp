@@ -1,6 +1,9 @@
 #include "evaluators/evaluator.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cmath>
 #include <fstream>
@@ -152,41 +155,40 @@ void Evaluator::ensure_dense() {
   if (dense_) return;
   progress("dense baseline: " + std::to_string(calibration_.size()) + " calibration sample(s) on " +
            workload_->geometry().name);
-  Runtime runtime(base_schedule());
-  TimedRuns runs;
+  // Untimed start warm-up: the dense outputs of the calibration samples, then more dense
+  // generations up to start_warmup. Their times are kept: they show how far a fresh process is
+  // from its steady state.
+  std::vector<double> warmup_ms;
   {
     torch::NoGradGuard no_grad;
-    // The first generation of the process pays one-time costs (thread pool start, allocator
-    // growth, lazy initialisation) that no candidate after it pays, so the dense baseline always
-    // warms up at least once; otherwise a dense-equivalent candidate would look faster than dense.
-    LatencyConfig latency = config_.latency;
-    latency.warmup = std::max<int64_t>(latency.warmup, 1);
-    runs = RunTimed(*workload_, *profiler_, runtime, calibration_, latency);
+    Runtime runtime(base_schedule());
+    const int64_t total = std::max<int64_t>(options_.start_warmup,
+                                            static_cast<int64_t>(calibration_.size()));
+    for (int64_t i = 0; i < total; ++i) {
+      const SampleSpec& sample = calibration_[static_cast<size_t>(i) % calibration_.size()];
+      const auto t0 = std::chrono::steady_clock::now();
+      torch::Tensor out = workload_->run(sample, runtime);
+      workload_->synchronize();
+      warmup_ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+              .count());
+      dense_outputs_.emplace(std::make_pair(sample.class_id, sample.seed), std::move(out));
+    }
   }
-  for (size_t i = 0; i < calibration_.size(); ++i) {
-    dense_outputs_[{calibration_[i].class_id, calibration_[i].seed}] = runs.outputs[i];
-  }
-  EvalResult r;
-  r.ok = true;
+  // The first reference, through the candidate path, is the reported baseline.
+  EvalResult r = measure_dense_reference();
   r.psnr = kPsnrCap;
   r.ssim = workload_->has_ssim() ? 1.0 : EvalResult::kNaN;
   if (options_.heldout && !config_.workload.heldout.empty()) {
     r.psnr_heldout = kPsnrCap;
     r.ssim_heldout = r.ssim;
   }
-  r.latency_ms = runs.measurement.median_ns / 1e6;
-  r.dense_latency_ms = r.latency_ms;
-  r.speedup = 1.0;
-  r.density = runs.stats.density();
-  r.token_density = runs.stats.token_density();
-  r.latency_spread = runs.measurement.spread;
-  r.latency_source = runs.measurement.source;
-  r.kernels = runs.measurement.kernels;
-  AddMeasurementExtra(runs.measurement, r.extra);
+  r.extra["start_warmup_ms"] = warmup_ms;
   dense_ = r;
-  char line[96];
-  std::snprintf(line, sizeof line, "dense baseline: %.1f ms per generation (%s)", r.latency_ms,
-                r.latency_source.c_str());
+  char line[128];
+  std::snprintf(line, sizeof line,
+                "dense baseline: %.1f ms per generation (%s; start warm-up %zu generations)",
+                r.latency_ms, r.latency_source.c_str(), warmup_ms.size());
   progress(line);
 }
 
@@ -205,40 +207,106 @@ EvalResult Evaluator::dense_baseline() {
 }
 
 std::vector<EvalResult> Evaluator::evaluate(const std::vector<Json>& schedules) {
-  std::vector<EvalResult> results;
-  results.reserve(schedules.size());
+  std::vector<Pending> pending(schedules.size());
   for (size_t i = 0; i < schedules.size(); ++i) {
-    results.push_back(evaluate_one(schedules[i], "candidate " + std::to_string(i)));
+    try {
+      pending[i].schedule = ScheduleFromJson(schedules[i], "candidate " + std::to_string(i));
+    } catch (const std::exception& e) {
+      pending[i].error = FirstLine(e.what());
+    }
+  }
+  return evaluate_pending(pending);
+}
+
+EvalResult Evaluator::evaluate_one(const Json& schedule, const std::string& source) {
+  Pending p;
+  try {
+    p.schedule = ScheduleFromJson(schedule, source);
+  } catch (const std::exception& e) {
+    p.error = FirstLine(e.what());
+  }
+  return evaluate_pending({p}).front();
+}
+
+EvalResult Evaluator::evaluate_schedule(const Schedule& schedule) {
+  return evaluate_schedules({schedule}).front();
+}
+
+std::vector<EvalResult> Evaluator::evaluate_schedules(const std::vector<Schedule>& schedules) {
+  std::vector<Pending> pending(schedules.size());
+  for (size_t i = 0; i < schedules.size(); ++i) pending[i].schedule = schedules[i];
+  return evaluate_pending(pending);
+}
+
+std::vector<EvalResult> Evaluator::evaluate_pending(const std::vector<Pending>& pending) {
+  std::vector<EvalResult> results(pending.size());
+  // Index into dense_refs_ of the reference just before each timed candidate; -1 = not timed.
+  std::vector<std::ptrdiff_t> before(pending.size(), -1);
+  auto fail = [](const std::string& error) {
+    EvalResult r;
+    r.ok = false;
+    r.error = error;
+    return r;
+  };
+  for (size_t i = 0; i < pending.size(); ++i) {
+    if (!pending[i].schedule) {
+      results[i] = fail(pending[i].error);
+      continue;
+    }
+    try {
+      CheckGeometryMatches(*pending[i].schedule, workload_->geometry(), "schedule");
+      ensure_dense();
+      if (since_reference_ >= std::max<int64_t>(options_.dense_every, 1)) {
+        measure_dense_reference();
+      }
+      results[i] = run_candidate(*pending[i].schedule, /*heldout=*/true);
+      before[i] = static_cast<std::ptrdiff_t>(dense_refs_.size()) - 1;
+      ++timed_candidates_;
+      ++since_reference_;
+    } catch (const std::exception& e) {
+      results[i] = fail(FirstLine(e.what()));
+    }
+  }
+  // Close the batch with a reference, so every timed candidate has one on each side.
+  if (since_reference_ > 0 &&
+      std::any_of(before.begin(), before.end(), [](std::ptrdiff_t b) { return b >= 0; })) {
+    measure_dense_reference();
+  }
+  for (size_t i = 0; i < pending.size(); ++i) {
+    if (before[i] < 0) continue;
+    const DenseReference& a = dense_refs_[static_cast<size_t>(before[i])];
+    const DenseReference& b = dense_refs_[static_cast<size_t>(before[i]) + 1];
+    EvalResult& r = results[i];
+    r.dense_latency_ms = 0.5 * (a.latency_ms + b.latency_ms);
+    r.speedup = r.latency_ms > 0 ? r.dense_latency_ms / r.latency_ms : EvalResult::kNaN;
+    r.extra["dense_reference"] = {{"before_ms", a.latency_ms},
+                                  {"after_ms", b.latency_ms},
+                                  {"before_index", before[i]}};
   }
   return results;
 }
 
-EvalResult Evaluator::evaluate_one(const Json& schedule, const std::string& source) {
-  try {
-    const Schedule s = ScheduleFromJson(schedule, source);
-    return evaluate_schedule(s);
-  } catch (const std::exception& e) {
-    EvalResult r;
-    r.ok = false;
-    r.error = FirstLine(e.what());
-    return r;
-  }
+EvalResult Evaluator::measure_dense_reference() {
+  const Schedule dense = base_schedule();
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const long faults0 = usage.ru_minflt;
+  EvalResult r = run_candidate(dense, /*heldout=*/false);
+  getrusage(RUSAGE_SELF, &usage);
+  DenseReference ref;
+  ref.latency_ms = r.latency_ms;
+  ref.spread = r.latency_spread;
+  ref.after_candidates = timed_candidates_;
+  ref.minor_faults = usage.ru_minflt - faults0;
+  dense_refs_.push_back(ref);
+  since_reference_ = 0;
+  r.ok = true;
+  r.dense_latency_ms = r.latency_ms;
+  r.speedup = 1.0;
+  return r;
 }
 
-EvalResult Evaluator::evaluate_schedule(const Schedule& schedule) {
-  try {
-    CheckGeometryMatches(schedule, workload_->geometry(), "schedule");
-    ensure_dense();
-    return run_candidate(schedule);
-  } catch (const std::exception& e) {
-    EvalResult r;
-    r.ok = false;
-    r.error = FirstLine(e.what());
-    return r;
-  }
-}
-
-EvalResult Evaluator::run_candidate(const Schedule& schedule) {
+EvalResult Evaluator::run_candidate(const Schedule& schedule, bool heldout) {
   torch::NoGradGuard no_grad;
   Runtime runtime(schedule);
   const TimedRuns runs =
@@ -268,7 +336,7 @@ EvalResult Evaluator::run_candidate(const Schedule& schedule) {
   r.psnr = Mean(psnr);
   r.ssim = workload_->has_ssim() ? Mean(ssim) : EvalResult::kNaN;
 
-  if (options_.heldout && !config_.workload.heldout.empty()) {
+  if (heldout && options_.heldout && !config_.workload.heldout.empty()) {
     std::vector<double> psnr_h, ssim_h;
     for (const SampleSpec& sample : config_.workload.heldout) {
       progress("held-out sample class " + std::to_string(sample.class_id) + ", seed " +
@@ -281,8 +349,6 @@ EvalResult Evaluator::run_candidate(const Schedule& schedule) {
 
   r.ok = true;
   r.latency_ms = runs.measurement.median_ns / 1e6;
-  r.dense_latency_ms = dense_->latency_ms;
-  r.speedup = r.latency_ms > 0 ? r.dense_latency_ms / r.latency_ms : EvalResult::kNaN;
   r.density = runs.stats.density();
   r.token_density = runs.stats.token_density();
   r.latency_spread = runs.measurement.spread;

@@ -9,6 +9,15 @@
 // generations are also the timed repeats (profiler warm-up + repeats, cycling through the
 // samples), so quality and latency come from the same runs. Held-out samples (when enabled) are
 // generated untimed afterwards. Dense outputs of every sample are computed once and cached.
+//
+// Speedup is measured against dense reference measurements taken through exactly the candidate
+// path (the dense schedule as a candidate, same warm-up and repeats), interleaved with the
+// candidates: one before the first candidate, one after every `dense_every` timed candidates and
+// one at the end of every evaluate() batch. A candidate's dense latency is the mean of the
+// reference measurements just before and just after it, so slow drift of the machine (load,
+// frequency) cancels. The first reference is taken only after `start_warmup` untimed dense
+// generations: a fresh process runs its first few generations slower (lazy initialisation, page
+// faults of the first allocations), and one warm-up generation was measured not to be enough.
 // A failing candidate (bad schedule, geometry mismatch, exception, NaN/Inf) gives ok=false.
 // Not thread-safe; deterministic for fixed seeds and thread count.
 #pragma once
@@ -33,6 +42,18 @@ struct EvaluatorOptions {
   bool heldout = false;  // also generate and score the held-out samples (evaluate CLI, report)
   // Receives one line per long piece of work (dense baselines, candidates); empty = silent.
   std::function<void(const std::string&)> progress;
+  // Timed candidates between two dense reference measurements (>= 1).
+  int64_t dense_every = 8;
+  // Untimed dense generations (the cached dense outputs included) before the first reference.
+  int64_t start_warmup = 4;
+};
+
+// One dense reference measurement (the dense schedule timed like a candidate).
+struct DenseReference {
+  double latency_ms = 0;       // median generation time of the timed repeats
+  double spread = 0;           // (max - min) / median of the repeats
+  int64_t after_candidates = 0;  // timed candidates of this evaluator before this measurement
+  int64_t minor_faults = 0;    // page faults (minor) of the process during the measurement
 };
 
 class Evaluator : public CandidateEvaluator {
@@ -43,11 +64,18 @@ class Evaluator : public CandidateEvaluator {
   Evaluator(const JobConfig& config, std::unique_ptr<Workload> workload,
             EvaluatorOptions options = {});
 
+  // A batch: candidates in order, dense references interleaved (see above). Never throws for a
+  // failing candidate.
   std::vector<EvalResult> evaluate(const std::vector<Json>& schedules) override;
-  // One candidate; never throws for a failing candidate.
+  // One candidate as a batch of one (a dense reference is measured after it).
   EvalResult evaluate_one(const Json& schedule, const std::string& source = "candidate");
   EvalResult evaluate_schedule(const Schedule& schedule);
+  std::vector<EvalResult> evaluate_schedules(const std::vector<Schedule>& schedules);
+  // The first dense reference (quality 100 dB / 1.0, speedup 1); extra holds the start warm-up
+  // generation times ("start_warmup_ms").
   EvalResult dense_baseline() override;
+  // Every dense reference measured so far, in order.
+  const std::vector<DenseReference>& dense_references() const { return dense_refs_; }
   Json model_geometry() const override;
   std::string device_name() const override;
   Json head_advice(const std::vector<Json>& head_options) override;
@@ -60,9 +88,20 @@ class Evaluator : public CandidateEvaluator {
   const JobConfig& config() const { return config_; }
 
  private:
+  // A parsed candidate, or the error that replaced it.
+  struct Pending {
+    std::optional<Schedule> schedule;
+    std::string error;
+  };
+  std::vector<EvalResult> evaluate_pending(const std::vector<Pending>& pending);
   void ensure_dense();
+  // Times the dense schedule exactly as a candidate, records it in dense_refs_ and returns it as
+  // a result (latency, density, kernels; no quality).
+  EvalResult measure_dense_reference();
   const torch::Tensor& dense_output(const SampleSpec& sample);
-  EvalResult run_candidate(const Schedule& schedule);
+  // Times and scores one candidate (held-out samples too when `heldout` and enabled); speedup
+  // and dense latency are left for the caller, which knows the bracketing references.
+  EvalResult run_candidate(const Schedule& schedule, bool heldout);
   void progress(const std::string& line) const;
 
   JobConfig config_;
@@ -71,6 +110,9 @@ class Evaluator : public CandidateEvaluator {
   std::unique_ptr<Profiler> profiler_;
   std::vector<SampleSpec> calibration_;
   std::optional<EvalResult> dense_;
+  std::vector<DenseReference> dense_refs_;
+  int64_t timed_candidates_ = 0;   // candidates timed so far
+  int64_t since_reference_ = 0;    // candidates timed since the last dense reference
   std::map<std::pair<int64_t, uint64_t>, torch::Tensor> dense_outputs_;  // by (class, seed)
   std::optional<std::vector<CapturedCall>> captured_;
 };

@@ -42,6 +42,63 @@ TEST_CASE("a dense schedule gives PSNR 100 and SSIM 1", "[evaluators]") {
   CHECK(base.speedup == 1.0);
 }
 
+TEST_CASE("speedup is computed against dense references taken through the candidate path",
+          "[evaluators]") {
+  EvaluatorOptions options;
+  options.dense_every = 2;
+  options.start_warmup = 3;
+  Evaluator ev(SmallJob(), SmallWorkload(), options);
+  const ModelGeometry& g = ev.workload().geometry();
+  const Schedule dense = UniformSchedule(g, HeadPattern{}, 0);
+  const Schedule sparse = UniformSchedule(g, Pattern(PatternKind::kBlockSparse, 1.0, 0.5), 1);
+  // A bad candidate in the middle is not timed and does not count toward dense_every.
+  Json bad = ScheduleToJson(dense);
+  bad["block_size"] = -3;
+  const std::vector<EvalResult> batch =
+      ev.evaluate({ScheduleToJson(dense), ScheduleToJson(sparse), bad, ScheduleToJson(dense),
+                   ScheduleToJson(sparse), ScheduleToJson(dense)});
+  REQUIRE(batch.size() == 6);
+  CHECK_FALSE(batch[2].ok);
+  CHECK_FALSE(batch[2].extra.contains("dense_reference"));
+
+  // References: the first (the baseline), after timed candidates 2 and 4, and one closing the
+  // batch after the fifth.
+  const std::vector<DenseReference>& refs = ev.dense_references();
+  REQUIRE(refs.size() == 4);
+  CHECK(refs[0].after_candidates == 0);
+  CHECK(refs[1].after_candidates == 2);
+  CHECK(refs[2].after_candidates == 4);
+  CHECK(refs[3].after_candidates == 5);
+  const std::vector<int64_t> expected_before = {0, 0, -1, 1, 1, 2};
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (expected_before[i] < 0) continue;
+    const EvalResult& r = batch[i];
+    REQUIRE(r.ok);
+    const Json& ref = r.extra.at("dense_reference");
+    const auto before = static_cast<size_t>(expected_before[i]);
+    CHECK(ref.at("before_index").get<int64_t>() == expected_before[i]);
+    CHECK(ref.at("before_ms").get<double>() == refs[before].latency_ms);
+    CHECK(ref.at("after_ms").get<double>() == refs[before + 1].latency_ms);
+    CHECK(r.dense_latency_ms == Approx(0.5 * (refs[before].latency_ms +
+                                               refs[before + 1].latency_ms)));
+    CHECK(r.speedup == Approx(r.dense_latency_ms / r.latency_ms));
+  }
+  // The baseline is the first reference, measured like a candidate after the start warm-up.
+  const EvalResult base = ev.dense_baseline();
+  CHECK(base.latency_ms == refs[0].latency_ms);
+  CHECK(base.speedup == 1.0);
+  CHECK(base.extra.at("start_warmup_ms").size() == 3);
+  CHECK(base.extra.at("samples").size() == 2);  // scored like a candidate: PSNR 100 each
+  CHECK(base.psnr == 100.0);
+
+  // A single evaluation is a batch of one: it gets its own closing reference.
+  const EvalResult one = ev.evaluate_schedule(sparse);
+  REQUIRE(one.ok);
+  REQUIRE(ev.dense_references().size() == 5);
+  CHECK(one.extra.at("dense_reference").at("before_index").get<int64_t>() == 3);
+  CHECK(ev.dense_references()[4].after_candidates == 6);
+}
+
 TEST_CASE("held-out samples are scored when asked for", "[evaluators]") {
   EvaluatorOptions options;
   options.heldout = true;
