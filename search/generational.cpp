@@ -11,7 +11,12 @@ namespace sparsetune {
 
 namespace {
 
+// Re-mutations of a child whose genome was proposed before, each at twice the previous rate (up to
+// kMaxNoveltyRate), then random immigrants; only a nearly exhausted space still gives a repeat,
+// which the job answers from the stored result.
 constexpr int kNoveltyTries = 8;
+constexpr double kMaxNoveltyRate = 0.5;
+constexpr int kImmigrantTries = 16;
 
 }  // namespace
 
@@ -76,18 +81,28 @@ bool GenerationalStrategy::finished() const {
   return generation_ >= config_.search.generations && generation_complete();
 }
 
-Genome GenerationalStrategy::Novel(Genome g) {
+Genome GenerationalStrategy::Novel(Genome g, bool* immigrant) {
   auto fix = [this](Genome& x) {
     space_.Normalize(&x);
     if (repair_) x = Repair(x, space_, cost_, target_ratio_, rng_);
   };
+  if (immigrant != nullptr) *immigrant = false;
   fix(g);
-  const double rate =
+  double rate =
       std::max(config_.search.mutation_rate, 1.0 / static_cast<double>(space_.GeneCount()));
   for (int tries = 0; tries < kNoveltyTries && Seen(g); ++tries) {
     g = Mutate(g, space_, rate, rng_);
     fix(g);
+    // Repair pulls mutants back toward the same repaired genome, so a weak mutation that failed
+    // once tends to fail again: double the strength each try.
+    rate = std::min(kMaxNoveltyRate, 2 * rate);
   }
+  for (int tries = 0; tries < kImmigrantTries && Seen(g); ++tries) {
+    g = RandomGenome(space_, rng_);
+    fix(g);
+    if (immigrant != nullptr) *immigrant = true;
+  }
+  if (Seen(g)) ++repeats_;
   Remember(g);
   return g;
 }
@@ -106,7 +121,12 @@ Proposal GenerationalStrategy::MakeChild(const std::function<const Evaluated&()>
     child.parents = {a.number};
     child.origin = "mutation";
   }
-  child.genome = Novel(Mutate(child.genome, space_, s.mutation_rate, rng_));
+  bool immigrant = false;
+  child.genome = Novel(Mutate(child.genome, space_, s.mutation_rate, rng_), &immigrant);
+  if (immigrant) {
+    child.parents.clear();
+    child.origin = "immigrant";
+  }
   return child;
 }
 

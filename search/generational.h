@@ -27,6 +27,9 @@ class GenerationalStrategy : public SearchStrategy {
   int64_t generation() const override { return generation_; }
 
   const CostModel& cost_model() const { return cost_; }
+  // Proposals that repeat an earlier one because no novel genome was found (nearly exhausted
+  // space); the job answers them from stored results.
+  int64_t repeats() const { return repeats_; }
 
  protected:
   virtual std::vector<Proposal> initial() = 0;
@@ -35,9 +38,11 @@ class GenerationalStrategy : public SearchStrategy {
   // Every result of the generation just finished, in proposal order.
   virtual void generation_done(const std::vector<Evaluated>& results) = 0;
 
-  // Normalises, repairs (when enabled) and, when the genome was proposed before, re-mutates it up
-  // to a few times so a generation is not spent on results the store already has.
-  Genome Novel(Genome g);
+  // Normalises, repairs (when enabled) and, when the genome was proposed before in this job (or
+  // earlier in this generation), re-mutates it with doubling strength a few times, then replaces
+  // it by random immigrants, so the budget is not spent on results the store already has.
+  // `immigrant` (optional) tells whether the result is a random immigrant.
+  Genome Novel(Genome g, bool* immigrant = nullptr);
   // One child: parent a from `pick_parent`, then with probability crossover_rate a second parent
   // and crossover (else a copy of a), then per-gene mutation and Novel(). The RNG is drawn in this
   // fixed order, so strategies that share it stay reproducible for a seed.
@@ -62,6 +67,7 @@ class GenerationalStrategy : public SearchStrategy {
   size_t outstanding_ = 0;  // proposals handed out, not yet notified
   std::vector<Evaluated> results_;
   std::set<std::string> seen_;
+  int64_t repeats_ = 0;
   std::set<int64_t> modelled_;  // candidate numbers already in the cost model
 };
 

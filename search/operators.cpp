@@ -68,10 +68,23 @@ Genome Mutate(const Genome& g, const SearchSpace& space, double rate, std::mt199
     const bool hit = UniformReal(rng) < rate;
     if (hit && choices >= 2) gene = OtherValue(gene, static_cast<int64_t>(choices), rng);
   };
-  mutate(out.warmup, space.warmup_choices().size());
-  for (auto& b : out.budgets) mutate(b, space.budget_grid().size());
+  // Ordered genes (warm-up steps, budgets, reuse thresholds): half of the hits move one notch, so
+  // the search can refine a good schedule locally instead of only jumping across the grid.
+  auto mutate_ordered = [&](int64_t& gene, size_t choices) {
+    const bool hit = UniformReal(rng) < rate;
+    if (!hit || choices < 2) return;
+    if (rng() & 1) {
+      gene = OtherValue(gene, static_cast<int64_t>(choices), rng);
+      return;
+    }
+    const auto last = static_cast<int64_t>(choices) - 1;
+    const bool up = gene == 0 || (gene < last && (rng() & 1));
+    gene += up ? 1 : -1;
+  };
+  mutate_ordered(out.warmup, space.warmup_choices().size());
+  for (auto& b : out.budgets) mutate_ordered(b, space.budget_grid().size());
   for (auto& h : out.heads) mutate(h, space.head_options().size());
-  for (auto& r : out.reuse) mutate(r, space.reuse_choices().size());
+  for (auto& r : out.reuse) mutate_ordered(r, space.reuse_choices().size());
   return out;
 }
 

@@ -27,8 +27,10 @@ size_t DrawCut(size_t n, std::mt19937_64& rng);
 // warm-up from either parent. Not normalised.
 Genome Crossover(const Genome& a, const Genome& b, std::mt19937_64& rng);
 
-// Each gene, with probability `rate`, replaced by a different value drawn uniformly from its
-// other choices (genes with one choice never change). Not normalised.
+// Each gene, with probability `rate`, changed (genes with one choice never change): a head gets a
+// different option drawn uniformly; an ordered gene (warm-up, budget, reuse) half the time moves
+// one notch up or down (up at the bottom, down at the top), else a uniform different value. Not
+// normalised.
 Genome Mutate(const Genome& g, const SearchSpace& space, double rate, std::mt19937_64& rng);
 
 // `size` entrants drawn uniformly with replacement; returns the index of the best (Better()).
