@@ -6,7 +6,10 @@
 #   OUT=/some/dir ./scripts/gpu-attn.sh [shapes...]   # default: all three shapes
 #
 # Environment: OUT (logs and results, default ./out), SPARSETUNE_BUILD_DIR (default build-gpu),
-# GPU_ATTN_FLEX_SHAPES (shapes FlexAttention runs at, default wan2.1-1.3b-480p).
+# GPU_ATTN_FLEX_SHAPES (shapes FlexAttention runs at, default wan2.1-1.3b-480p; empty = none),
+# GPU_ATTN_TILES (kernel tile settings benched and tested, SPARSETUNE_ATTN_TILE values; default
+# "0" = the launcher's choice; the first is benched at every shape, into $OUT), GPU_ATTN_EXTRA_TILES
+# (settings benched at the first shape only, table in the log).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT="${OUT:-./out}"
@@ -15,7 +18,9 @@ OUT="$(cd "$OUT" && pwd)"
 BUILD="${SPARSETUNE_BUILD_DIR:-build-gpu}"
 SHAPES=("$@")
 ((${#SHAPES[@]})) || SHAPES=(wan2.1-1.3b-480p cogvideox-5b hunyuan-720p)
-FLEX_SHAPES="${GPU_ATTN_FLEX_SHAPES:-wan2.1-1.3b-480p}"
+FLEX_SHAPES="${GPU_ATTN_FLEX_SHAPES-wan2.1-1.3b-480p}"
+TILES="${GPU_ATTN_TILES:-0}"
+EXTRA_TILES="${GPU_ATTN_EXTRA_TILES:-}"
 LOG="$OUT/gpu-attn.log"
 T0=$SECONDS
 say() { echo "[$((SECONDS - T0))s] $*" | tee -a "$LOG"; }
@@ -38,29 +43,43 @@ cmake --build "$BUILD" -j16 --target kernels_cuda_tests >>"$OUT/build.log" 2>&1 
 CLI_PID=$!
 TEST="$BUILD/tests/kernels/kernels_cuda_tests"
 say "tests"
-timeout 120 "$TEST" --reporter compact -s 2>&1 | grep -v "^Passed\|passed:" | tail -40 | tee -a "$LOG"
-timeout 120 "$TEST" 2>&1 | tail -3 | tee -a "$LOG"
+for t in $TILES; do
+  say "tests, SPARSETUNE_ATTN_TILE=$t"
+  SPARSETUNE_ATTN_TILE=$t timeout 120 "$TEST" 2>&1 | tail -25 | tee -a "$LOG"
+done
 say "compute-sanitizer memcheck + racecheck (N=300 case)"
 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$TEST" "cuda attention: empty rows*" 2>&1 | tail -5 | tee -a "$LOG"
-timeout 120 compute-sanitizer --tool racecheck --error-exitcode 9 "$TEST" "cuda attention: empty rows*" 2>&1 | tail -5 | tee -a "$LOG"
+timeout 120 compute-sanitizer --tool racecheck --error-exitcode 9 "$TEST" "cuda attention: empty rows*" >/tmp/racecheck.txt 2>&1
+grep -m2 -A3 "Warning\|Error" /tmp/racecheck.txt | tee -a "$LOG"
+tail -3 /tmp/racecheck.txt | tee -a "$LOG"
 wait "$CLI_PID"
 tail -3 "$OUT/build-cli.log" | tee -a "$LOG"
-for s in "${SHAPES[@]}"; do
-  say "bench $s"
-  timeout 150 "$BUILD/bin/sparsetune" bench attention --device cuda --shape "$s" --repeats 5 --json \
-    >"$OUT/bench-$s.json" 2>>"$LOG"
-  python3 - "$OUT/bench-$s.json" <<'PY' 2>&1 | tee -a "$LOG"
+table() {
+  python3 - "$1" <<'PY' 2>&1 | tee -a "$LOG"
 import json, sys
 j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(j["card"], j["shape"], j["timing"], j["commit"])
+print(j["card"], j["shape"]["name"], j["timing"], j["commit"], j["date"])
 for r in j["rows"]:
     print(f"  {r['path']:<12} {r['sparsity']:6.3f} {r['time_ms']:9.3f} ms {r['tflops']:7.1f} TFLOP/s "
           f"{r['speedup']:6.2f}x {r['peak_mib']:9.1f} MiB")
 PY
+}
+bench() {  # bench SHAPE TILE FILE
+  say "bench $1 SPARSETUNE_ATTN_TILE=$2"
+  SPARSETUNE_ATTN_TILE=$2 timeout 150 "$BUILD/bin/sparsetune" bench attention --device cuda \
+    --shape "$1" --repeats 5 --json >"$3" 2>>"$LOG"
+  table "$3"
+}
+FIRST_TILE="${TILES%% *}"
+for s in "${SHAPES[@]}"; do
+  bench "$s" "$FIRST_TILE" "$OUT/bench-$s.json"
+done
+for t in $EXTRA_TILES; do
+  bench "${SHAPES[0]}" "$t" "/tmp/bench-${SHAPES[0]}-tile$t.json"
 done
 for s in $FLEX_SHAPES; do
   say "flex $s"
   timeout 200 python3 scripts/flex_attention_bench.py --shape "$s" >"$OUT/flex-$s.json" 2>>"$LOG"
-  tail -8 "$LOG"
+  tail -6 "$LOG"
 done
 say done
