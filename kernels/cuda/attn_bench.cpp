@@ -92,8 +92,8 @@ CudaBenchReport BenchAttentionCuda(const CudaBenchOptions& o, const MeasureMs& m
   CudaBenchReport report;
   report.card = CardName(device);
   report.mask_predict_note =
-      "mask-prediction overhead not measured: cudaaux's mask-prediction op has no libtorch "
-      "boundary in this build yet";
+      "mask-prediction overhead not measured: the GPU mask prediction (kernels/cuda/aux_ops.h, "
+      "PredictBlockMask) is not wired into this bench yet";
 
   CudaBenchRow dense;
   dense.path = "dense_sdpa";

@@ -487,7 +487,9 @@ __device__ __forceinline__ void LoadPanelTile(T* tile, const T* src, int row0, i
 template <typename T, int D, int BLK, int WG>
 __global__ void __launch_bounds__(128 * WG)
     BlockSparseAttnWgmmaKernel(const BlockSparseAttnParams p) {
-  constexpr int BQ = 64 * WG;             // query rows per CTA (WG warpgroups of 64 rows)
+  // WG warpgroups of 64 rows share each K/V chunk. Only WG = 1 is launched: WG = 2 needs 169
+  // registers (one CTA per SM) and was not measured before the device budget ran out (NOTES.md).
+  constexpr int BQ = 64 * WG;             // query rows per CTA
   constexpr int kT = 128 * WG;            // threads
   static_assert(BLK % BQ == 0, "a CTA's rows lie in one block");
   constexpr int KC = 64;                  // keys per chunk
@@ -685,17 +687,13 @@ int LaunchWgmma(const BlockSparseAttnParams& p, cudaStream_t stream) {
 
 // Kernel choice. Default: the wgmma kernel with one warpgroup per CTA. SPARSETUNE_ATTN_TILE picks
 // another for side-by-side measurements (scripts/gpu-attn.sh, NOTES.md): 1 = mma.sync with 16 rows
-// per warp (v2), 2 = mma.sync with 32 rows per warp (v3, block 128), 3 = the default,
-// 4 = wgmma with two warpgroups per CTA sharing each K/V chunk (block 128).
+// per warp (v2), 2 = mma.sync with 32 rows per warp (v3, block 128), 3 = the default.
 template <typename T, int D, int BLK>
 int LaunchTile(const BlockSparseAttnParams& p, cudaStream_t stream) {
   static const int forced = [] {
     const char* e = std::getenv("SPARSETUNE_ATTN_TILE");
     return e == nullptr ? 0 : std::atoi(e);
   }();
-  if constexpr (BLK == 128) {
-    if (forced == 4) return LaunchWgmma<T, D, BLK, 2>(p, stream);
-  }
   if (forced == 0 || forced == 3) return LaunchWgmma<T, D, BLK, 1>(p, stream);
   if constexpr (BLK == 128) {
     if (forced == 2) return Launch<T, D, BLK, 2, (D == 128 ? 32 : 64)>(p, stream);
