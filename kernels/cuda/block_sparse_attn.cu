@@ -323,7 +323,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   CpAsyncWait<0>();
 
-  // Normalise, write LSE, stage O through this warp's rows of s_q, then 16-byte stores.
+  // Normalise, write LSE, stage O through this warp's rows of s_q, then 16-byte stores. The warp
+  // barrier orders the other lanes' ldmatrix reads of these Q rows before the writes (racecheck
+  // reported the pair as a warning when a row had no chunks and so no barrier in between).
+  __syncwarp();
   T* so = s_q;
 #pragma unroll
   for (int g = 0; g < MG; ++g) {
