@@ -160,6 +160,22 @@ int RunRun(const RunOptions& o) {
   }
   const JobSummary summary = RunJob(config, evaluator, *store, job_options);
 
+  // Every speedup is against the dense reference measurements around its candidate; their spread
+  // is the timing noise of this run.
+  std::vector<double> refs;
+  for (const DenseReference& d : evaluator.dense_references()) refs.push_back(d.latency_ms);
+  std::sort(refs.begin(), refs.end());
+  Json dense_refs = {{"count", refs.size()}};
+  if (!refs.empty()) {
+    const double median = refs[refs.size() / 2];
+    dense_refs["median_ms"] = median;
+    dense_refs["spread"] = (refs.back() - refs.front()) / median;
+    if (talk) {
+      log << "dense references: " << refs.size() << " measurements, median " << Num(median, 1)
+          << " ms, spread " << Num(100 * (refs.back() - refs.front()) / median, 1) << "%\n";
+    }
+  }
+
   Json out = {{"job_id", summary.job_id},
               {"evaluated", summary.evaluated},
               {"reused", summary.reused},
@@ -167,6 +183,7 @@ int RunRun(const RunOptions& o) {
               {"candidates", summary.candidates},
               {"store", config.store.string()},
               {"dense_latency_ms", JsonNum(summary.baseline.latency_ms)},
+              {"dense_references", dense_refs},
               {"best", nullptr}};
   if (!summary.best) {
     if (talk) {

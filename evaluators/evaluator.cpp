@@ -1,6 +1,9 @@
 #include "evaluators/evaluator.h"
 
 #include <sys/resource.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -119,9 +122,34 @@ Evaluator::Evaluator(const JobConfig& config, EvaluatorOptions options)
                 }(),
                 std::move(options)) {}
 
+namespace {
+
+// glibc's malloc hands every block above its mmap threshold (128 KiB at start, then raised
+// step by step as such blocks are freed) a fresh mmap and unmaps it on free, and trims the heap
+// top. libtorch's CPU tensors go through it, so a generation of the tiny model page-faults about
+// 50k pages, and how many depends on the process's history: the same dense generation measured
+// 545 -> 390 ms over its first repeats, with 442k faults in 8 generations; with the threshold
+// fixed it measured 300-345 ms with 57k faults (benchmarks/cpu-evaluate.md). A dense baseline
+// taken first was therefore slower than the same work later (#4). Fixing both thresholds keeps
+// blocks up to 32 MiB on the heap and the freed heap mapped: faster and history-independent.
+// Process-wide and done once; the memory stays with the process, which evaluates until it exits.
+void StabiliseAllocator() {
+#ifdef __GLIBC__
+  static const bool done = [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return true;
+  }();
+  (void)done;
+#endif
+}
+
+}  // namespace
+
 Evaluator::Evaluator(const JobConfig& config, std::unique_ptr<Workload> workload,
                      EvaluatorOptions options)
     : config_(config), options_(std::move(options)), workload_(std::move(workload)) {
+  StabiliseAllocator();
   if (config_.device.threads > 0) torch::set_num_threads(static_cast<int>(config_.device.threads));
   if (!workload_->has_ssim() && config_.objective.metric == "ssim") {
     throw InputError(config_.source.string() +
