@@ -130,6 +130,15 @@ int main(int argc, char** argv) {
   });
   std::printf("mask_predict_plus_permutation_ms keep 0.20: %.4f (%.2f%% of dense)\n", total,
               100.0 * total / dense);
+  // The pooling pass writes q and k in layout order itself: only v and O are permuted apart.
+  stc::MaskPrediction fused = stc::EmptyMaskPrediction(l, q, /*layout_copies=*/true);
+  const double total_fused = MedianMs(repeats, [&] {
+    stc::PredictBlockMaskInto(l, q, k, 0.2, true, fused);
+    stc::PermuteRowsInto(v, l.order, vl);
+    stc::PermuteRowsInto(fused.q_layout, l.position, o);
+  });
+  std::printf("mask_predict_fused_qk_permutation_plus_v_and_o_ms keep 0.20: %.4f (%.2f%% of dense)\n",
+              total_fused, 100.0 * total_fused / dense);
 
   // Astraea token ops at the model width (1536 channels), budget 0.3.
   const int64_t ch = 1536, sel = (n * 3 + 9) / 10;

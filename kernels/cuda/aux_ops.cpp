@@ -1,13 +1,13 @@
 #include "kernels/cuda/aux_ops.h"
 
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <string>
-
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime_api.h>
 
 #include "core/error.h"
 #include "kernels/cuda/mask_predict.h"
@@ -27,27 +27,32 @@ std::string Sizes(const torch::Tensor& t) {
   return s.str();
 }
 
-void Require(bool ok, const char* fn, const std::string& what) {
-  if (!ok) throw ShapeError(std::string("cuda::") + fn + ": " + what);
+// The message is built only on failure (these checks run on every call of a hot op).
+template <typename Msg>
+void Require(bool ok, const char* fn, const Msg& what) {
+  if (!ok) throw ShapeError(std::string("cuda::") + fn + ": " + what());
 }
 
 void RequireCuda(const char* fn, const char* name, const torch::Tensor& t) {
-  Require(t.defined(), fn, std::string(name) + " is undefined");
-  Require(t.is_cuda(), fn, std::string(name) + " must be a CUDA tensor; got " + t.device().str());
-  Require(t.is_contiguous(), fn, std::string(name) + " must be contiguous");
+  Require(t.defined(), fn, [&] { return std::string(name) + " is undefined"; });
+  Require(t.is_cuda(), fn,
+          [&] { return std::string(name) + " must be a CUDA tensor; got " + t.device().str(); });
+  Require(t.is_contiguous(), fn, [&] { return std::string(name) + " must be contiguous"; });
 }
 
 void RequireSameDevice(const char* fn, const char* name, const torch::Tensor& t,
                        const torch::Tensor& ref) {
-  Require(t.device() == ref.device(), fn,
-          std::string(name) + " is on " + t.device().str() + " but the input is on " +
-              ref.device().str());
+  Require(t.device() == ref.device(), fn, [&] {
+    return std::string(name) + " is on " + t.device().str() + " but the input is on " +
+           ref.device().str();
+  });
 }
 
 void RequireDtype(const char* fn, const char* name, const torch::Tensor& t, torch::ScalarType s) {
-  Require(t.scalar_type() == s, fn,
-          std::string(name) + " must be " + c10::toString(s) + "; got " +
-              c10::toString(t.scalar_type()));
+  Require(t.scalar_type() == s, fn, [&] {
+    return std::string(name) + " must be " + c10::toString(s) + "; got " +
+           c10::toString(t.scalar_type());
+  });
 }
 
 HalfType HalfOf(const char* fn, const char* name, const torch::Tensor& t) {
@@ -59,8 +64,8 @@ HalfType HalfOf(const char* fn, const char* name, const torch::Tensor& t) {
 
 void Launched(const char* fn, int err) {
   if (err != 0)
-    throw RunError(std::string("cuda::") + fn + ": kernel launch failed: " +
-                   cudaGetErrorString(static_cast<cudaError_t>(err)));
+    throw RunError(std::string("cuda::") + fn +
+                   ": kernel launch failed: " + cudaGetErrorString(static_cast<cudaError_t>(err)));
 }
 
 void* StreamOf(const torch::Tensor& t) {
@@ -69,11 +74,13 @@ void* StreamOf(const torch::Tensor& t) {
 
 // [B, H, N, D] with N == tokens (tokens < 0: any N).
 void RequireBhnd(const char* fn, const char* name, const torch::Tensor& t, int64_t tokens) {
-  Require(t.dim() == 4, fn, std::string(name) + " must be [B, H, N, D]; got " + Sizes(t));
+  Require(t.dim() == 4, fn,
+          [&] { return std::string(name) + " must be [B, H, N, D]; got " + Sizes(t); });
   if (tokens >= 0)
-    Require(t.size(2) == tokens, fn,
-            std::string(name) + " has " + std::to_string(t.size(2)) + " tokens but the layout has " +
-                std::to_string(tokens));
+    Require(t.size(2) == tokens, fn, [&] {
+      return std::string(name) + " has " + std::to_string(t.size(2)) +
+             " tokens but the layout has " + std::to_string(tokens);
+    });
 }
 
 }  // namespace
@@ -89,21 +96,24 @@ MaskPredictSizes CheckMaskInputs(const char* fn, const Layout& layout, const tor
   if (k != nullptr) {
     RequireCuda(fn, "k", *k);
     RequireSameDevice(fn, "k", *k, q);
-    Require(k->sizes() == q.sizes(), fn, "k " + Sizes(*k) + " must match q " + Sizes(q));
-    Require(k->scalar_type() == q.scalar_type(), fn, "k must have q's dtype");
+    Require(k->sizes() == q.sizes(), fn,
+            [&] { return "k " + Sizes(*k) + " must match q " + Sizes(q); });
+    Require(k->scalar_type() == q.scalar_type(), fn, [&] { return "k must have q's dtype"; });
   }
   const int64_t d = q.size(3);
   Require(d % 8 == 0 && d >= 8 && d <= 256, fn,
-          "head_dim must be a multiple of 8 in [8, 256]; got " + std::to_string(d));
-  Require(layout.blocks() <= kMaxMaskBlocks, fn,
-          std::to_string(layout.blocks()) + " blocks exceed the supported " +
-              std::to_string(kMaxMaskBlocks));
-  Require(layout.tokens < (int64_t{1} << 31), fn, "more than 2^31 tokens");
+          [&] { return "head_dim must be a multiple of 8 in [8, 256]; got " + std::to_string(d); });
+  Require(layout.blocks() <= kMaxMaskBlocks, fn, [&] {
+    return std::to_string(layout.blocks()) + " blocks exceed the supported " +
+           std::to_string(kMaxMaskBlocks);
+  });
+  Require(layout.tokens < (int64_t{1} << 31), fn, [&] { return "more than 2^31 tokens"; });
   const MaskPredictSizes sz = MaskPredictSizesFor(
       static_cast<int32_t>(q.size(0)), static_cast<int32_t>(q.size(1)),
       static_cast<int32_t>(layout.video_tokens), static_cast<int32_t>(layout.text_tokens),
       static_cast<int32_t>(d), static_cast<int32_t>(layout.block_size));
-  Require(sz.col_capacity < (int64_t{1} << 31), fn, "the CSR would exceed 2^31 entries");
+  Require(sz.col_capacity < (int64_t{1} << 31), fn,
+          [&] { return "the CSR would exceed 2^31 entries"; });
   return sz;
 }
 
@@ -113,12 +123,13 @@ void RequireOut(const char* fn, const char* name, const torch::Tensor& t, const 
   RequireSameDevice(fn, name, t, ref);
   RequireDtype(fn, name, t, dtype);
   Require(t.sizes() == sizes, fn,
-          std::string(name) + " must be " + c10::str(sizes) + "; got " + Sizes(t));
+          [&] { return std::string(name) + " must be " + c10::str(sizes) + "; got " + Sizes(t); });
 }
 
 }  // namespace
 
-MaskPrediction EmptyMaskPrediction(const Layout& layout, const torch::Tensor& q) {
+MaskPrediction EmptyMaskPrediction(const Layout& layout, const torch::Tensor& q,
+                                   bool layout_copies) {
   const MaskPredictSizes sz = CheckMaskInputs("EmptyMaskPrediction", layout, q, nullptr);
   const int64_t batch = q.size(0), heads = q.size(1), d = q.size(3);
   const auto i32 = q.options().dtype(torch::kInt32);
@@ -128,6 +139,10 @@ MaskPrediction EmptyMaskPrediction(const Layout& layout, const torch::Tensor& q)
   m.row_ptr = torch::empty({sz.rows + 1}, i32);
   m.col_idx = torch::empty({sz.col_capacity}, i32);
   m.workspace = torch::empty({sz.workspace_bytes}, q.options().dtype(torch::kUInt8));
+  if (layout_copies) {
+    m.q_layout = torch::empty_like(q);
+    m.k_layout = torch::empty_like(q);
+  }
   return m;
 }
 
@@ -143,12 +158,17 @@ void PredictBlockMaskInto(const Layout& layout, const torch::Tensor& q, const to
                           double keep, bool first_frame_sink, MaskPrediction& out) {
   const char* fn = "PredictBlockMask";
   const MaskPredictSizes sz = CheckMaskInputs(fn, layout, q, &k);
-  Require(keep > 0.0 && keep <= 1.0, fn, "keep must be in (0, 1]; got " + std::to_string(keep));
+  Require(keep > 0.0 && keep <= 1.0, fn,
+          [&] { return "keep must be in (0, 1]; got " + std::to_string(keep); });
   const int64_t batch = q.size(0), heads = q.size(1), d = q.size(3);
   RequireOut(fn, "pooled", out.pooled, q, {2, batch, heads, sz.blocks, d}, torch::kFloat32);
   RequireOut(fn, "row_ptr", out.row_ptr, q, {sz.rows + 1}, torch::kInt32);
   RequireOut(fn, "col_idx", out.col_idx, q, {sz.col_capacity}, torch::kInt32);
   RequireOut(fn, "workspace", out.workspace, q, {sz.workspace_bytes}, torch::kUInt8);
+  for (torch::Tensor* t : {&out.q_layout, &out.k_layout})
+    if (t->defined())
+      RequireOut(fn, t == &out.q_layout ? "q_layout" : "k_layout", *t, q, q.sizes(),
+                 q.scalar_type());
   out.blocks = sz.blocks;
   c10::cuda::CUDAGuard guard(q.device());
   const torch::Tensor order =
@@ -168,26 +188,30 @@ void PredictBlockMaskInto(const Layout& layout, const torch::Tensor& q, const to
   p.block_size = static_cast<int32_t>(layout.block_size);
   // Same count as BlockSparseMask: min(nv, ceil(keep * nv - 1e-9)).
   const int64_t nv = layout.video_blocks;
-  p.keep_n = static_cast<int32_t>(
-      std::min<int64_t>(nv, static_cast<int64_t>(std::ceil(keep * static_cast<double>(nv) - 1e-9))));
+  p.keep_n = static_cast<int32_t>(std::min<int64_t>(
+      nv, static_cast<int64_t>(std::ceil(keep * static_cast<double>(nv) - 1e-9))));
   p.first_frame_sink = first_frame_sink;
   p.dtype = HalfOf(fn, "q", q);
   p.pooled = out.pooled.data_ptr<float>();
   p.row_ptr = out.row_ptr.data_ptr<int32_t>();
   p.col_idx = out.col_idx.data_ptr<int32_t>();
   p.workspace = out.workspace.data_ptr();
+  p.q_layout = out.q_layout.defined() ? out.q_layout.data_ptr() : nullptr;
+  p.k_layout = out.k_layout.defined() ? out.k_layout.data_ptr() : nullptr;
   Launched(fn, LaunchMaskPredict(p, StreamOf(q)));
 }
 
 torch::Tensor CsrToDense(const MaskPrediction& mask, int64_t batch, int64_t heads) {
   const int64_t nb = mask.blocks;
   const torch::Tensor rp = mask.row_ptr.to(torch::kCPU, torch::kInt64);
-  Require(rp.numel() == batch * heads * nb + 1, "CsrToDense",
-          "row_ptr has " + std::to_string(rp.numel()) + " entries; expected B*H*nb+1 = " +
-              std::to_string(batch * heads * nb + 1));
+  Require(rp.numel() == batch * heads * nb + 1, "CsrToDense", [&] {
+    return "row_ptr has " + std::to_string(rp.numel()) +
+           " entries; expected B*H*nb+1 = " + std::to_string(batch * heads * nb + 1);
+  });
   const int64_t nnz = rp[-1].item<int64_t>();
   const torch::Tensor cols = mask.col_idx.narrow(0, 0, nnz).to(torch::kCPU, torch::kInt64);
-  const torch::Tensor counts = rp.narrow(0, 1, batch * heads * nb) - rp.narrow(0, 0, batch * heads * nb);
+  const torch::Tensor counts =
+      rp.narrow(0, 1, batch * heads * nb) - rp.narrow(0, 0, batch * heads * nb);
   const torch::Tensor rows = torch::repeat_interleave(torch::arange(batch * heads * nb), counts);
   torch::Tensor dense = torch::zeros({batch * heads * nb * nb}, torch::kBool);
   dense.index_put_({rows * nb + cols}, true);
@@ -197,7 +221,8 @@ torch::Tensor CsrToDense(const MaskPrediction& mask, int64_t batch, int64_t head
 torch::Tensor PermuteRows(const torch::Tensor& x, const torch::Tensor& index) {
   RequireCuda("PermuteRows", "x", x);
   RequireBhnd("PermuteRows", "x", x, -1);
-  Require(index.dim() == 1, "PermuteRows", "index must be [M]; got " + Sizes(index));
+  Require(index.dim() == 1, "PermuteRows",
+          [&] { return "index must be [M]; got " + Sizes(index); });
   torch::Tensor out = torch::empty({x.size(0), x.size(1), index.size(0), x.size(3)}, x.options());
   PermuteRowsInto(x, index, out);
   return out;
@@ -211,7 +236,7 @@ void PermuteRowsInto(const torch::Tensor& x, const torch::Tensor& index, torch::
   RequireBhnd(fn, "x", x, -1);
   HalfOf(fn, "x", x);
   RequireDtype(fn, "index", index, torch::kInt64);
-  Require(index.dim() == 1, fn, "index must be [M]; got " + Sizes(index));
+  Require(index.dim() == 1, fn, [&] { return "index must be [M]; got " + Sizes(index); });
   RequireOut(fn, "out", out, x, {x.size(0), x.size(1), index.size(0), x.size(3)}, x.scalar_type());
   c10::cuda::CUDAGuard guard(x.device());
   Launched(fn, LaunchPermuteRows(x.data_ptr(), out.data_ptr(), index.data_ptr<int64_t>(),
@@ -220,16 +245,19 @@ void PermuteRowsInto(const torch::Tensor& x, const torch::Tensor& index, torch::
 }
 
 torch::Tensor ToLayoutOrder(const Layout& layout, const torch::Tensor& x) {
-  Require(x.dim() == 4 && x.size(2) == layout.tokens, "ToLayoutOrder",
-          "x must be [B, H, " + std::to_string(layout.tokens) + ", D]; got " + Sizes(x));
-  return PermuteRows(x, layout.order.device() == x.device() ? layout.order : layout.order.to(x.device()));
+  Require(x.dim() == 4 && x.size(2) == layout.tokens, "ToLayoutOrder", [&] {
+    return "x must be [B, H, " + std::to_string(layout.tokens) + ", D]; got " + Sizes(x);
+  });
+  return PermuteRows(
+      x, layout.order.device() == x.device() ? layout.order : layout.order.to(x.device()));
 }
 
 torch::Tensor FromLayoutOrder(const Layout& layout, const torch::Tensor& x) {
-  Require(x.dim() == 4 && x.size(2) == layout.tokens, "FromLayoutOrder",
-          "x must be [B, H, " + std::to_string(layout.tokens) + ", D]; got " + Sizes(x));
-  return PermuteRows(x, layout.position.device() == x.device() ? layout.position
-                                                               : layout.position.to(x.device()));
+  Require(x.dim() == 4 && x.size(2) == layout.tokens, "FromLayoutOrder", [&] {
+    return "x must be [B, H, " + std::to_string(layout.tokens) + ", D]; got " + Sizes(x);
+  });
+  return PermuteRows(
+      x, layout.position.device() == x.device() ? layout.position : layout.position.to(x.device()));
 }
 
 namespace {
@@ -239,18 +267,23 @@ void RequireTokenIndex(const char* fn, const torch::Tensor& x, const torch::Tens
   RequireCuda(fn, "index", index);
   RequireSameDevice(fn, "index", index, x);
   RequireDtype(fn, "index", index, torch::kInt64);
-  Require(x.dim() == 3, fn, "tokens must be [B, N, C]; got " + Sizes(x));
-  Require(index.dim() == 2 && index.size(0) == x.size(0), fn,
-          "index must be [B, k] with B = " + std::to_string(x.size(0)) + "; got " + Sizes(index));
+  Require(x.dim() == 3, fn, [&] { return "tokens must be [B, N, C]; got " + Sizes(x); });
+  Require(index.dim() == 2 && index.size(0) == x.size(0), fn, [&] {
+    return "index must be [B, k] with B = " + std::to_string(x.size(0)) + "; got " + Sizes(index);
+  });
 }
 
 TokenDtype TokenDtypeOf(const char* fn, const torch::Tensor& t) {
   switch (t.scalar_type()) {
-    case torch::kFloat32: return TokenDtype::kFloat32;
-    case torch::kBFloat16: return TokenDtype::kBFloat16;
-    case torch::kFloat16: return TokenDtype::kFloat16;
+    case torch::kFloat32:
+      return TokenDtype::kFloat32;
+    case torch::kBFloat16:
+      return TokenDtype::kBFloat16;
+    case torch::kFloat16:
+      return TokenDtype::kFloat16;
     default:
-      throw ShapeError(std::string("cuda::") + fn + ": cache must be float32, bfloat16 or float16; got " +
+      throw ShapeError(std::string("cuda::") + fn +
+                       ": cache must be float32, bfloat16 or float16; got " +
                        c10::toString(t.scalar_type()));
   }
 }
@@ -286,16 +319,18 @@ void ScatterTokens(torch::Tensor& cache, const torch::Tensor& update, const torc
   const TokenDtype dtype = TokenDtypeOf(fn, cache);
   Require(update.dim() == 3 && update.size(0) == cache.size(0) && update.size(1) == index.size(1) &&
               update.size(2) == cache.size(2),
-          fn, "update must be [B, k, C] = [" + std::to_string(cache.size(0)) + ", " +
-                  std::to_string(index.size(1)) + ", " + std::to_string(cache.size(2)) + "]; got " +
-                  Sizes(update));
+          fn, [&] {
+            return "update must be [B, k, C] = [" + std::to_string(cache.size(0)) + ", " +
+                   std::to_string(index.size(1)) + ", " + std::to_string(cache.size(2)) +
+                   "]; got " + Sizes(update);
+          });
   float* delta_ptr = nullptr;
   if (delta.defined()) {
     RequireCuda(fn, "delta", delta);
     RequireSameDevice(fn, "delta", delta, cache);
     RequireDtype(fn, "delta", delta, torch::kFloat32);
-    Require(delta.dim() == 2 && delta.size(0) == cache.size(0) && delta.size(1) == cache.size(1), fn,
-            "delta must be [B, N]; got " + Sizes(delta));
+    Require(delta.dim() == 2 && delta.size(0) == cache.size(0) && delta.size(1) == cache.size(1),
+            fn, [&] { return "delta must be [B, N]; got " + Sizes(delta); });
     delta_ptr = delta.data_ptr<float>();
   }
   c10::cuda::CUDAGuard guard(cache.device());
@@ -311,16 +346,16 @@ void UpdateSkipped(torch::Tensor& skipped, const torch::Tensor& index) {
   const char* fn = "UpdateSkipped";
   RequireCuda(fn, "skipped", skipped);
   RequireDtype(fn, "skipped", skipped, torch::kInt64);
-  Require(skipped.dim() == 2, fn, "skipped must be [B, N]; got " + Sizes(skipped));
+  Require(skipped.dim() == 2, fn, [&] { return "skipped must be [B, N]; got " + Sizes(skipped); });
   RequireCuda(fn, "index", index);
   RequireSameDevice(fn, "index", index, skipped);
   RequireDtype(fn, "index", index, torch::kInt64);
   Require(index.dim() == 2 && index.size(0) == skipped.size(0), fn,
-          "index must be [B, k]; got " + Sizes(index));
+          [&] { return "index must be [B, k]; got " + Sizes(index); });
   c10::cuda::CUDAGuard guard(skipped.device());
-  Launched(fn, LaunchUpdateSkipped(skipped.data_ptr<int64_t>(), index.data_ptr<int64_t>(),
-                                   skipped.size(0), skipped.size(1), index.size(1),
-                                   StreamOf(skipped)));
+  Launched(fn,
+           LaunchUpdateSkipped(skipped.data_ptr<int64_t>(), index.data_ptr<int64_t>(),
+                               skipped.size(0), skipped.size(1), index.size(1), StreamOf(skipped)));
 }
 
 void RecordLse(torch::Tensor& lse_tokens, const torch::Tensor& lse, const torch::Tensor& q_index) {
@@ -333,12 +368,15 @@ void RecordLse(torch::Tensor& lse_tokens, const torch::Tensor& lse, const torch:
   RequireDtype(fn, "lse_tokens", lse_tokens, torch::kFloat32);
   RequireDtype(fn, "lse", lse, torch::kFloat32);
   RequireDtype(fn, "q_index", q_index, torch::kInt64);
-  Require(lse_tokens.dim() == 2, fn, "lse_tokens must be [B, N]; got " + Sizes(lse_tokens));
+  Require(lse_tokens.dim() == 2, fn,
+          [&] { return "lse_tokens must be [B, N]; got " + Sizes(lse_tokens); });
   Require(lse.dim() == 3 && lse.size(0) == lse_tokens.size(0), fn,
-          "lse must be [B, H, Nq]; got " + Sizes(lse));
-  Require(q_index.dim() == 2 && q_index.size(0) == lse.size(0) && q_index.size(1) == lse.size(2), fn,
-          "q_index must be [B, Nq] = [" + std::to_string(lse.size(0)) + ", " +
-              std::to_string(lse.size(2)) + "]; got " + Sizes(q_index));
+          [&] { return "lse must be [B, H, Nq]; got " + Sizes(lse); });
+  Require(q_index.dim() == 2 && q_index.size(0) == lse.size(0) && q_index.size(1) == lse.size(2),
+          fn, [&] {
+            return "q_index must be [B, Nq] = [" + std::to_string(lse.size(0)) + ", " +
+                   std::to_string(lse.size(2)) + "]; got " + Sizes(q_index);
+          });
   c10::cuda::CUDAGuard guard(lse.device());
   Launched(fn, LaunchRecordLse(lse.data_ptr<float>(), q_index.data_ptr<int64_t>(),
                                lse_tokens.data_ptr<float>(), lse.size(0), lse.size(1), lse.size(2),
@@ -366,21 +404,23 @@ void TokenScoresInto(const torch::Tensor& lse, const torch::Tensor& delta,
   RequireDtype(fn, "lse", lse, torch::kFloat32);
   RequireDtype(fn, "delta", delta, torch::kFloat32);
   RequireDtype(fn, "skipped", skipped, torch::kInt64);
-  Require(lse.dim() == 2, fn, "lse must be [B, N]; got " + Sizes(lse));
-  Require(delta.sizes() == lse.sizes() && skipped.sizes() == lse.sizes(), fn,
-          "delta " + Sizes(delta) + " and skipped " + Sizes(skipped) + " must match lse " +
-              Sizes(lse));
+  Require(lse.dim() == 2, fn, [&] { return "lse must be [B, N]; got " + Sizes(lse); });
+  Require(delta.sizes() == lse.sizes() && skipped.sizes() == lse.sizes(), fn, [&] {
+    return "delta " + Sizes(delta) + " and skipped " + Sizes(skipped) + " must match lse " +
+           Sizes(lse);
+  });
   Require(video_offset >= 0 && video_tokens >= 1 && video_offset + video_tokens <= lse.size(1), fn,
-          "video range [" + std::to_string(video_offset) + ", " +
-              std::to_string(video_offset + video_tokens) + ") outside the " +
-              std::to_string(lse.size(1)) + " tokens");
+          [&] {
+            return "video range [" + std::to_string(video_offset) + ", " +
+                   std::to_string(video_offset + video_tokens) + ") outside the " +
+                   std::to_string(lse.size(1)) + " tokens";
+          });
   RequireOut(fn, "out", scores, lse, lse.sizes(), torch::kFloat64);
   c10::cuda::CUDAGuard guard(lse.device());
-  Launched(fn, LaunchTokenScores(lse.data_ptr<float>(), delta.data_ptr<float>(),
-                                 skipped.data_ptr<int64_t>(), scores.data_ptr<double>(), lse.size(0),
-                                 lse.size(1), video_offset, video_tokens,
-                                 0.05 /* TokenCache::kPenaltyWeight */, kMaxSkipExponent,
-                                 StreamOf(lse)));
+  Launched(fn, LaunchTokenScores(
+                   lse.data_ptr<float>(), delta.data_ptr<float>(), skipped.data_ptr<int64_t>(),
+                   scores.data_ptr<double>(), lse.size(0), lse.size(1), video_offset, video_tokens,
+                   0.05 /* TokenCache::kPenaltyWeight */, kMaxSkipExponent, StreamOf(lse)));
 }
 
 RippleResult RippleAttention(const Layout& layout, const torch::Tensor& q, const torch::Tensor& k,
@@ -392,8 +432,9 @@ RippleResult RippleAttention(const Layout& layout, const torch::Tensor& q, const
   RippleResult r;
   r.out = torch::empty_like(q);
   r.lse = torch::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(torch::kFloat32));
-  r.reuse = torch::empty({q.size(0), q.size(1), 3, layout.grid[0], (hw + kRippleTile - 1) / kRippleTile},
-                         q.options().dtype(torch::kUInt8));
+  r.reuse =
+      torch::empty({q.size(0), q.size(1), 3, layout.grid[0], (hw + kRippleTile - 1) / kRippleTile},
+                   q.options().dtype(torch::kUInt8));
   RippleAttentionInto(layout, q, k, v, split, threshold, r);
   return r;
 }
@@ -409,23 +450,27 @@ void RippleAttentionInto(const Layout& layout, const torch::Tensor& q, const tor
   RequireSameDevice(fn, "v", v, q);
   RequireBhnd(fn, "q", q, -1);
   RequireBhnd(fn, "k", k, layout.tokens);
-  Require(v.sizes() == k.sizes(), fn, "v " + Sizes(v) + " must match k " + Sizes(k));
-  Require(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3), fn,
-          "q " + Sizes(q) + " and k " + Sizes(k) + " differ in batch, heads or head_dim");
+  Require(v.sizes() == k.sizes(), fn,
+          [&] { return "v " + Sizes(v) + " must match k " + Sizes(k); });
+  Require(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3), fn, [&] {
+    return "q " + Sizes(q) + " and k " + Sizes(k) + " differ in batch, heads or head_dim";
+  });
   const HalfType dtype = HalfOf(fn, "q", q);
   Require(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), fn,
-          "k and v must have q's dtype");
+          [&] { return "k and v must have q's dtype"; });
   const int64_t d = q.size(3);
   Require(d % 8 == 0 && d >= 8 && d <= 128, fn,
-          "head_dim must be a multiple of 8 in [8, 128]; got " + std::to_string(d));
+          [&] { return "head_dim must be a multiple of 8 in [8, 128]; got " + std::to_string(d); });
   Require(split[0] >= 0 && split[1] >= 0 && split[2] >= 0 && split[0] + split[1] + split[2] == d,
-          fn, "rope split must be 3 non-negative channel counts summing to head_dim " +
-                  std::to_string(d));
+          fn, [&] {
+            return "rope split must be 3 non-negative channel counts summing to head_dim " +
+                   std::to_string(d);
+          });
   c10::cuda::CUDAGuard guard(q.device());
   const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2);
   const int64_t frames = layout.grid[0], hw = layout.grid[1] * layout.grid[2];
   const int64_t chunks = (hw + kRippleTile - 1) / kRippleTile;
-  Require(frames >= 1 && hw >= 1, fn, "the layout has no video tokens");
+  Require(frames >= 1 && hw >= 1, fn, [&] { return "the layout has no video tokens"; });
   RequireOut(fn, "out", r.out, q, q.sizes(), q.scalar_type());
   RequireOut(fn, "lse", r.lse, q, {batch, heads, nq}, torch::kFloat32);
   RequireOut(fn, "reuse", r.reuse, q, {batch, heads, 3, frames, chunks}, torch::kUInt8);

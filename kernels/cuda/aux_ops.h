@@ -20,11 +20,16 @@ struct MaskPrediction {
                           // entries, ascending per row (no host sync to shrink it)
   torch::Tensor pooled;   // [2, B, H, nb, D] float32 block means of q (0) and k (1), layout blocks
   torch::Tensor workspace;  // uint8 scratch (row bitmaps, counts, sink flags)
+  // Optional [B, H, N, D] (q's dtype): when defined, q and k in LAYOUT order, written by the
+  // pooling pass (the permutation of q and k for the attention kernel at no extra read).
+  torch::Tensor q_layout, k_layout;
   int64_t blocks = 0;     // nb = layout.blocks()
 };
 
-// Outputs and scratch sized for `layout` and q [B, H, N, D] (reusable across calls and steps).
-MaskPrediction EmptyMaskPrediction(const Layout& layout, const torch::Tensor& q);
+// Outputs and scratch sized for `layout` and q [B, H, N, D] (reusable across calls and steps);
+// with layout_copies, also q_layout and k_layout.
+MaskPrediction EmptyMaskPrediction(const Layout& layout, const torch::Tensor& q,
+                                   bool layout_copies = false);
 
 // BlockSparseMask (patterns.cpp) for every head at once, for a full q. q, k: [B, H, N, D] bf16 or
 // fp16 CUDA tensors in MODEL order (the layout permutation is fused into the pooling); N must be

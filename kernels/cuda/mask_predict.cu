@@ -1,7 +1,7 @@
 // RainFusion2.0 mask prediction and the row permutation (mask_predict.h). Four launches:
 //   1. PoolKernel     one CTA per (block, batch*head, q|k): gathers the block's tokens through
-//                     Layout::order (the permutation is never materialised) and writes fp32 means;
-//                     also marks the video blocks that hold a first-frame token (sink).
+//                     Layout::order and writes fp32 means (optionally also the layout-order copies
+//                     of q and k); marks the video blocks that hold a first-frame token (sink).
 //   2. SelectKernel   R query blocks per CTA: scores against every video key block, a bitonic sort
 //                     of (score desc, block asc) keys in shared memory (the CPU's stable tie rule),
 //                     top keep_n, forced text/sink rows and columns; a row bitmap and its count.
@@ -45,14 +45,17 @@ template <typename T>
 __global__ void PoolKernel(const T* __restrict__ q, const T* __restrict__ k,
                            const int64_t* __restrict__ order, Geometry g, int32_t video_offset,
                            int32_t frame_tokens, float* __restrict__ pooled,
-                           uint8_t* __restrict__ sink) {
+                           uint8_t* __restrict__ sink, T* __restrict__ q_layout,
+                           T* __restrict__ k_layout) {
   extern __shared__ float red[];
   const int b = blockIdx.x, bh = blockIdx.y, which = blockIdx.z;
   const int d = g.head_dim, chunks = d / 8, rows_par = kPoolThreads / chunks;
   const int chunk = threadIdx.x % chunks, rp = threadIdx.x / chunks;
   int begin, len;
   BlockRange(g, b, begin, len);
-  const T* src = (which == 0 ? q : k) + static_cast<int64_t>(bh) * g.tokens * d;
+  const int64_t head_off = static_cast<int64_t>(bh) * g.tokens * d;
+  const T* src = (which == 0 ? q : k) + head_off;
+  T* dst = which == 0 ? q_layout : k_layout;  // layout-order copy, or null
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   bool first_frame = false;
   if (rp < rows_par) {
@@ -60,6 +63,8 @@ __global__ void PoolKernel(const T* __restrict__ q, const T* __restrict__ k,
     for (int t = rp; t < len; t += rows_par) {
       const int64_t m = order[begin + t];
       const uint4 raw = *reinterpret_cast<const uint4*>(src + m * d + chunk * 8);
+      if (dst != nullptr)
+        *reinterpret_cast<uint4*>(dst + head_off + static_cast<int64_t>(begin + t) * d + chunk * 8) = raw;
       float f[8];
       Unpack8<T>(raw, f);
 #pragma unroll
@@ -318,11 +323,13 @@ int LaunchMaskPredict(const MaskPredictParams& p, void* stream_ptr) {
   if (p.dtype == HalfType::kBFloat16)
     PoolKernel<__nv_bfloat16><<<pool_grid, kPoolThreads, pool_smem, stream>>>(
         static_cast<const __nv_bfloat16*>(p.q), static_cast<const __nv_bfloat16*>(p.k), p.order, g,
-        p.video_offset, p.frame_tokens, p.pooled, sink);
+        p.video_offset, p.frame_tokens, p.pooled, sink, static_cast<__nv_bfloat16*>(p.q_layout),
+        static_cast<__nv_bfloat16*>(p.k_layout));
   else
     PoolKernel<__half><<<pool_grid, kPoolThreads, pool_smem, stream>>>(
         static_cast<const __half*>(p.q), static_cast<const __half*>(p.k), p.order, g,
-        p.video_offset, p.frame_tokens, p.pooled, sink);
+        p.video_offset, p.frame_tokens, p.pooled, sink, static_cast<__half*>(p.q_layout),
+        static_cast<__half*>(p.k_layout));
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 

@@ -41,6 +41,10 @@ struct MaskPredictParams {
   int32_t* row_ptr = nullptr;     // [B*H*nb + 1] CSR row offsets (block_sparse_attn.h format)
   int32_t* col_idx = nullptr;     // [B*H*nb*nb] capacity; the first row_ptr[last] are the lists
   void* workspace = nullptr;      // scratch of MaskPredictSizes::workspace_bytes
+  // Optional [B, H, N, D] outputs (dtype): q and k in LAYOUT order, written by the pooling pass
+  // from the rows it reads anyway, which saves the separate permutation of q and k.
+  void* q_layout = nullptr;
+  void* k_layout = nullptr;
 };
 
 // Sizes the caller allocates for one MaskPredictParams.
