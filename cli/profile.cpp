@@ -29,7 +29,50 @@ struct ProfileCliOptions {
   int repeats = -1;      // < 1: the config's latency.repeats
   int top = 10;          // kernels listed (all with --top -1)
   bool json = false;     // one JSON object instead of the tables
+  int overhead_rounds = 0;  // > 0: measure CUPTI's overhead in this many rounds instead
 };
+
+// `--overhead N`: plain vs CUPTI-traced generations, both timed with CUDA events.
+int RunOverhead(const ProfileCliOptions& o) {
+  if (!o.trace.empty()) throw InputError("--overhead and --trace cannot be combined");
+  const JobConfig config = LoadJobConfig(o.config);
+  if (config.device.device != "cuda") {
+    throw InputError(o.config + ": field 'device.device': is '" + config.device.device +
+                     "'; --overhead measures CUPTI on \"cuda\" configs");
+  }
+  ProfileOptions options;
+  if (!o.schedule.empty()) {
+    options.schedule = LoadSchedule(o.schedule);
+    options.schedule_name = o.schedule;
+  }
+  options.warmup = o.warmup;
+  options.repeats = o.repeats;
+  EvaluatorOptions evaluator_options;
+  evaluator_options.progress = [](const std::string& line) { std::cerr << line << "\n"; };
+  Evaluator evaluator(config, evaluator_options);
+  std::cerr << "measuring CUPTI overhead of " << options.schedule_name << " on "
+            << evaluator.device_name() << " (" << o.overhead_rounds << " rounds)\n";
+  const OverheadReport r = ProfileOverhead(evaluator, options, o.overhead_rounds);
+  Json j = OverheadToJson(r);
+  j["config"] = o.config;
+  j["schedule"] = options.schedule_name;
+  j["device"] = evaluator.device_name();
+  if (o.json) {
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  std::cout << "CUPTI overhead on one generation of " << evaluator.workload().geometry().name
+            << " (" << options.schedule_name << ") on " << evaluator.device_name() << "\n";
+  std::printf("  plain (CUDA events)          %10.3f ms median of %zu, spread %.2f%%\n",
+              r.plain_median_ns / 1e6, r.plain_ns.size(), 100 * r.plain_spread);
+  std::printf("  under CUPTI (CUDA events)    %10.3f ms median of %zu, spread %.2f%%\n",
+              r.traced_median_ns / 1e6, r.traced_ns.size(), 100 * r.traced_spread);
+  std::printf("  CUPTI device busy time       %10.3f ms (%.1f%% of the traced event time)\n",
+              r.busy_median_ns / 1e6, 100 * r.busy_share);
+  std::printf("  overhead                     %+10.2f%%\n", 100 * r.overhead);
+  for (const std::string& w : r.warnings) std::cout << "  warning: " << w << "\n";
+  return 0;
+}
 
 void PrintRows(const Json& rows, bool with_category) {
   std::printf("  %-44s %-14s %9s %12s %12s %7s\n", with_category ? "kernel" : "category",
@@ -46,6 +89,7 @@ void PrintRows(const Json& rows, bool with_category) {
 }
 
 int RunProfile(const ProfileCliOptions& o) {
+  if (o.overhead_rounds > 0) return RunOverhead(o);
   const JobConfig config = LoadJobConfig(o.config);
   ProfileOptions options;
   if (!o.schedule.empty()) {
@@ -111,9 +155,14 @@ void AddProfileCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--warmup", o->warmup, "Untimed generations first (default: latency.warmup)");
   cmd->add_option("--repeats", o->repeats, "Timed generations (default: latency.repeats)");
   cmd->add_option("--top", o->top, "Kernels to list, longest total first (default 10; -1 all)");
+  cmd->add_option("--overhead", o->overhead_rounds,
+                  "Instead of profiling, measure CUPTI's overhead: N rounds, each of --repeats "
+                  "generations without and then with CUPTI tracing, all timed with CUDA events "
+                  "(cuda configs only)")
+      ->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", o->json,
-                "Print one JSON object (median_ms, source, categories, kernels, ...) instead of "
-                "the tables");
+                "Print one JSON object (median_ms, source, categories, kernels, ...; with "
+                "--overhead: plain/traced medians and the overhead) instead of the tables");
   cmd->callback([o, &exit_code] { exit_code = RunProfile(*o); });
 }
 

@@ -45,6 +45,29 @@ ProfileReport ProfileGeneration(Evaluator& evaluator, const ProfileOptions& opti
   return report;
 }
 
+OverheadReport ProfileOverhead(Evaluator& evaluator, const ProfileOptions& options, int rounds) {
+  const JobConfig& config = evaluator.config();
+  if (config.device.device != "cuda") {
+    throw InputError("profile --overhead: the config's device is '" + config.device.device +
+                     "'; CUPTI overhead is measured on \"cuda\" configs");
+  }
+  Workload& workload = evaluator.workload();
+  const int warmup = options.warmup >= 0 ? options.warmup : static_cast<int>(config.latency.warmup);
+  const int repeats =
+      options.repeats >= 1 ? options.repeats : static_cast<int>(config.latency.repeats);
+  SampleSpec sample;
+  if (!config.workload.calibration.empty()) sample = config.workload.calibration.front();
+  Schedule schedule = evaluator.base_schedule();
+  if (options.schedule) {
+    CheckGeometryMatches(*options.schedule, workload.geometry(), options.schedule_name);
+    schedule = *options.schedule;
+  }
+  torch::NoGradGuard no_grad;
+  Runtime runtime(schedule);
+  return MeasureCuptiOverhead([&] { workload.run(sample, runtime); },
+                              [&workload] { workload.synchronize(); }, warmup, rounds, repeats);
+}
+
 namespace {
 
 Json TimeRow(const KernelTime& k, int repeats, double busy_ns) {

@@ -19,6 +19,7 @@
 #include "evaluators/evaluator.h"
 #include "kernels/runtime.h"
 #include "kernels/schedule.h"
+#include "profiler/overhead.h"
 #include "profiler/profiler.h"
 
 namespace sparsetune {
@@ -46,6 +47,12 @@ struct ProfileReport {
 // Runs the profile. InputError for a schedule whose geometry does not match the workload or for
 // warm-up/repeats out of range; exceptions of the run itself propagate.
 ProfileReport ProfileGeneration(Evaluator& evaluator, const ProfileOptions& options);
+
+// CUPTI's overhead on one generation of the workload (profiler/overhead.h): `rounds` rounds of
+// `repeats` plain and `repeats` traced generations after `warmup` untimed ones, each timed with
+// CUDA events. Needs a cuda config, a device and CUPTI; RunError otherwise, InputError for a
+// schedule that does not match or for counts out of range.
+OverheadReport ProfileOverhead(Evaluator& evaluator, const ProfileOptions& options, int rounds);
 
 // The report as JSON: the summary, "categories" (all) and "kernels" (the `top_kernels` longest by
 // total time; all when top_kernels < 0). Times in ms, per_generation_ms = total / repeats.

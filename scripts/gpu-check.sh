@@ -114,6 +114,8 @@ step validate 30 bash -c "'$BIN' validate configs/gpu-small.json && \
 step profile-dense 60 "$BIN" profile configs/gpu-small.json --json --top 15
 step profile-block-sparse 60 "$BIN" profile configs/gpu-small.json \
   --schedule "$OUT/gpu-small-block-sparse.json" --json --top 15
+# CUPTI's own cost: plain vs traced generations, both timed with CUDA events.
+step cupti-overhead 120 "$BIN" profile configs/gpu-small.json --overhead 3 --repeats 3 --json
 step profile-wan-shape 60 "$BIN" profile configs/wan2.1-1.3b-shape.json --trace "$OUT/trace.json"
 
 # ---- the search ----------------------------------------------------------------------------------

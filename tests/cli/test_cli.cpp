@@ -69,3 +69,16 @@ TEST_CASE("validate accepts the shipped default config", "[cli]") {
   CHECK(ok.exit_code == 0);
   CHECK(ok.out.find("valid job config 'default'") != std::string::npos);
 }
+
+TEST_CASE("profile --overhead rejects CPU configs and --trace with one line", "[cli]") {
+  auto cpu = RunCommand(kCli + " profile " + kSource + "/configs/default.json --overhead 2");
+  CHECK(cpu.exit_code == 2);
+  CHECK(Lines(cpu.err) == 1);
+  CHECK(cpu.err.find("field 'device.device'") != std::string::npos);
+  auto traced = RunCommand(kCli + " profile " + kSource +
+                           "/configs/gpu-small.json --overhead 2 --trace t.json");
+  CHECK(traced.exit_code == 2);
+  CHECK(traced.err.find("--overhead and --trace cannot be combined") != std::string::npos);
+  CHECK(RunCommand(kCli + " profile " + kSource + "/configs/gpu-small.json --overhead 0")
+            .exit_code == 2);
+}
