@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "kernels/block_attention.h"
+#include "kernels/cuda/ops.h"
 #include "kernels/layout.h"
 #include "kernels/patterns.h"
 #include "kernels/timeripple.h"
@@ -81,6 +82,13 @@ struct Runtime::State {
   // this every step; block_sparse keys change with every rebuild, so the map is bounded.
   std::map<std::vector<int64_t>, SparsePlan> plans;
   static constexpr size_t kMaxPlans = 64;
+  // The same for the CUDA block-sparse kernel: the CSR of the stacked mask (built with one host
+  // sync) and the q·k pairs it computes, so a static pattern syncs once per generation.
+  struct CudaPlan {
+    cuda::BlockCsr csr;
+    int64_t pairs = 0;
+  };
+  std::map<std::vector<int64_t>, CudaPlan> cuda_plans;
 
   // Moves the layout to `device` (the device of the calls); masks built for another device are
   // dropped and rebuilt there.
@@ -89,6 +97,7 @@ struct Runtime::State {
     layout = LayoutOn(layout, device);
     static_masks.clear();
     plans.clear();
+    cuda_plans.clear();
     for (CachedMask& c : masks) c = CachedMask();
   }
 
@@ -111,6 +120,22 @@ void Runtime::reset() {
 }
 
 namespace {
+
+// The CUDA kernel cuts the sequence into equal blocks (only the last may be shorter); the layout
+// cuts video and text separately, so the two agree only when every block but the last is full.
+bool UniformBlocks(const Layout& l) {
+  for (size_t b = 0; b + 1 < l.block_len.size(); ++b) {
+    if (l.block_len[b] != l.block_size) return false;
+  }
+  return true;
+}
+
+// Whether sparse heads of a call can run through the CUDA block-sparse kernel (kernels/cuda).
+bool UseCudaKernel(const Layout& l, const torch::Tensor& q) {
+  return q.is_cuda() && cuda::CudaKernelsBuilt() && UniformBlocks(l) &&
+         (l.block_size == 64 || l.block_size == 128) && (q.size(3) == 64 || q.size(3) == 128) &&
+         (q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf);
+}
 
 std::string ShapeOf(const torch::Tensor& t) {
   std::ostringstream s;
@@ -329,10 +354,29 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
     }
   }
 
+  // On CUDA, full selections run sparse heads through the block-sparse kernel (its CSR cached
+  // per mask like the CPU plans); partial selections and other shapes take MaskedAttention.
+  const State::CudaPlan* cuda_plan = nullptr;
+  if (!reuse && hs > 0 && !partial && UseCudaKernel(lay, q)) {
+    auto it = st.cuda_plans.find(mask_id);
+    if (it == st.cuda_plans.end()) {
+      if (st.cuda_plans.size() >= State::kMaxPlans) st.cuda_plans.clear();
+      const torch::Tensor sm = stacked_mask();
+      State::CudaPlan cp;
+      cp.csr = cuda::BlockCsrFromMask(sm.unsqueeze(1), lay.block_size);
+      cp.pairs = KeyTokensPerRow(lay, sm).gather(1, q_block.repeat_interleave(hs, 0)).sum()
+                     .item<int64_t>();
+      it = st.cuda_plans.emplace(mask_id, std::move(cp)).first;
+    }
+    cuda_plan = &it->second;
+  }
+
   // Pairs computed per head from the masks (partial blocks and the query selection included).
   call.pairs_computed += static_cast<int64_t>(dense_heads.size()) * batch * nq * n;
   if (plan != nullptr) {
     call.pairs_computed += plan->pairs;
+  } else if (cuda_plan != nullptr) {
+    call.pairs_computed += cuda_plan->pairs;
   } else {
     for (int64_t h : sparse_heads)
       call.pairs_computed +=
@@ -361,10 +405,23 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
         return (all_sparse ? x : x.index_select(1, hi)).reshape({batch * hs, x.size(2), x.size(3)});
       };
       const torch::Tensor vl = PermuteTokens(v, lay.order);
-      AttentionOutput s =
-          plan != nullptr ? RunSparsePlan(*plan, flat(q), flat(keys_in_layout()), flat(vl))
-                          : MaskedAttention(lay, flat(q), q_block, flat(keys_in_layout()),
-                                            flat(vl), stacked_mask(), hs);
+      AttentionOutput s;
+      if (cuda_plan != nullptr) {
+        // The kernel sees q, k, v in layout order as [B*hs, 1, N, D]; outputs go back to model
+        // order through the inverse permutation.
+        const int64_t g = batch * hs;
+        auto as4 = [&](const torch::Tensor& x) { return x.reshape({g, 1, n, m.head_dim}).contiguous(); };
+        AttentionOutput r = cuda::BlockSparseAttentionCuda(
+            as4(PermuteTokens(flat(q), lay.order)), as4(flat(keys_in_layout())), as4(flat(vl)),
+            cuda_plan->csr, 1.0 / std::sqrt(static_cast<double>(m.head_dim)));
+        s.out = PermuteTokens(r.out.view({g, n, m.head_dim}), lay.position);
+        s.lse = r.lse.view({g, n}).index_select(1, lay.position);
+      } else if (plan != nullptr) {
+        s = RunSparsePlan(*plan, flat(q), flat(keys_in_layout()), flat(vl));
+      } else {
+        s = MaskedAttention(lay, flat(q), q_block, flat(keys_in_layout()), flat(vl),
+                            stacked_mask(), hs);
+      }
       if (all_sparse) {
         out = s.out.view({batch, heads, nq, m.head_dim});
         lse = s.lse.view({batch, heads, nq});

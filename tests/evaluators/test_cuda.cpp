@@ -169,6 +169,40 @@ TEST_CASE("CUDA bf16 runtime matches the CPU float32 runtime within the bf16 err
   }
 }
 
+// Blocks of 64 tokens with 1x8x8 tiles: every block but the text one is full, so sparse heads on
+// CUDA run through the block-sparse flash kernel (kernels/cuda) rather than MaskedAttention.
+Schedule KernelBlocksFor(const ModelGeometry& g, const HeadPattern& p) {
+  Schedule s = UniformFor(g, p);
+  s.block_size = 64;
+  s.token_order.tile = {1, 8, 8};
+  return s;
+}
+
+TEST_CASE("CUDA block-sparse kernel path matches the CPU runtime within the bf16 error rule",
+          "[cuda]") {
+  if (!CudaOrSkip()) return;
+  ModelGeometry g = CudaGeometry();
+  SECTION("block_sparse, text front") {
+    CheckAgainstCpu("kernel block_sparse",
+                    KernelBlocksFor(g, MakePattern(PatternKind::kBlockSparse, 0.3)), 21);
+  }
+  SECTION("spatial, text back") {
+    g.text_position = TextPosition::kBack;
+    CheckAgainstCpu("kernel spatial", KernelBlocksFor(g, MakePattern(PatternKind::kSpatial, 0.4)),
+                    22);
+  }
+  SECTION("mixed dense and sparse heads") {
+    Schedule s = KernelBlocksFor(g, MakePattern(PatternKind::kTemporal, 0.4));
+    s.heads[0][0] = HeadPattern{};
+    CheckAgainstCpu("kernel mixed", s, 23);
+  }
+  SECTION("block_sparse with a token budget (partial selections)") {
+    Schedule s = KernelBlocksFor(g, MakePattern(PatternKind::kBlockSparse, 0.5));
+    s.token_budget = {1.0, 1.0, 0.5, 0.6, 0.5, 1.0};
+    CheckAgainstCpu("kernel astraea", s, 24);
+  }
+}
+
 TEST_CASE("CUDA runtime's ARM picks and work counts agree with the CPU", "[cuda]") {
   if (!CudaOrSkip()) return;
   const ModelGeometry g = CudaGeometry();
