@@ -8,6 +8,7 @@
 #include <cmath>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/cuda/mask_predict.h"
@@ -199,6 +200,74 @@ void PredictBlockMaskInto(const Layout& layout, const torch::Tensor& q, const to
   p.q_layout = out.q_layout.defined() ? out.q_layout.data_ptr() : nullptr;
   p.k_layout = out.k_layout.defined() ? out.k_layout.data_ptr() : nullptr;
   Launched(fn, LaunchMaskPredict(p, StreamOf(q)));
+}
+
+torch::Tensor ArmRecallHeads(const Layout& layout, const torch::Tensor& q, const torch::Tensor& k,
+                             const std::array<torch::Tensor, 3>& masks) {
+  const char* fn = "ArmRecallHeads";
+  RequireCuda(fn, "q", q);
+  RequireCuda(fn, "k", k);
+  RequireSameDevice(fn, "k", k, q);
+  RequireBhnd(fn, "q", q, layout.tokens);
+  Require(k.sizes() == q.sizes(), fn,
+          [&] { return "k " + Sizes(k) + " must match q " + Sizes(q); });
+  const HalfType dtype = HalfOf(fn, "q", q);
+  Require(k.scalar_type() == q.scalar_type(), fn, [&] { return "k must have q's dtype"; });
+  const int64_t d = q.size(3), nb = layout.blocks();
+  Require(d % 4 == 0 && d >= 4 && d <= 256, fn,
+          [&] { return "head_dim must be a multiple of 4 in [4, 256]; got " + std::to_string(d); });
+  for (const torch::Tensor& m : masks)
+    Require(m.defined() && m.dim() == 2 && m.size(0) == nb && m.size(1) == nb, fn, [&] {
+      return "each candidate mask must be [" + std::to_string(nb) + ", " + std::to_string(nb) +
+             "]; got " + (m.defined() ? Sizes(m) : std::string("undefined"));
+    });
+  Require(layout.video_tokens > 0, fn, [&] { return "the layout has no video tokens"; });
+  c10::cuda::CUDAGuard guard(q.device());
+  // The samples of ArmRecall: evenly strided with the (i mod stride) jitter, the same list for
+  // queries (every video token is a query) and keys.
+  const int64_t f = layout.grid[0], s = layout.grid[1] * layout.grid[2], n = layout.video_tokens;
+  const int64_t count = std::min(s, n);
+  const int64_t stride = std::max<int64_t>(1, n / std::max<int64_t>(1, count));
+  std::vector<int64_t> rows;
+  std::vector<int32_t> blocks;
+  const torch::Tensor position = layout.position.cpu(), block_of = layout.block_of.cpu();
+  const auto pos = position.accessor<int64_t, 1>();
+  const auto blk = block_of.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t base = static_cast<int64_t>(static_cast<double>(i) * static_cast<double>(n) /
+                                              static_cast<double>(count));
+    const int64_t model = std::min(n - 1, base + (i % std::min(stride, f))) + layout.video_offset;
+    rows.push_back(model);
+    blocks.push_back(static_cast<int32_t>(blk[pos[model]]));
+  }
+  const auto dev = q.options();
+  const torch::Tensor rows_d = torch::tensor(rows, torch::kInt64).to(q.device());
+  const torch::Tensor blocks_d = torch::tensor(blocks, torch::kInt32).to(q.device());
+  const torch::Tensor mask_d =
+      torch::stack({masks[0].to(q.device(), torch::kUInt8), masks[1].to(q.device(), torch::kUInt8),
+                    masks[2].to(q.device(), torch::kUInt8)})
+          .contiguous();
+  torch::Tensor recall = torch::zeros({q.size(1), 3}, dev.dtype(torch::kFloat64));
+  ArmProbeParams p;
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.batch = static_cast<int32_t>(q.size(0));
+  p.heads = static_cast<int32_t>(q.size(1));
+  p.tokens = static_cast<int32_t>(layout.tokens);
+  p.head_dim = static_cast<int32_t>(d);
+  p.dtype = dtype;
+  p.q_rows = rows_d.data_ptr<int64_t>();
+  p.q_block = blocks_d.data_ptr<int32_t>();
+  p.key_rows = rows_d.data_ptr<int64_t>();
+  p.key_block = blocks_d.data_ptr<int32_t>();
+  p.q_samples = static_cast<int32_t>(count);
+  p.key_samples = static_cast<int32_t>(count);
+  p.masks = mask_d.data_ptr<uint8_t>();
+  p.blocks = static_cast<int32_t>(nb);
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  p.recall = recall.data_ptr<double>();
+  Launched(fn, LaunchArmProbe(p, StreamOf(q)));
+  return recall.cpu() / static_cast<double>(q.size(0) * count);
 }
 
 torch::Tensor CsrToDense(const MaskPrediction& mask, int64_t batch, int64_t heads) {

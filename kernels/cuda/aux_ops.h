@@ -41,6 +41,13 @@ MaskPrediction PredictBlockMask(const Layout& layout, const torch::Tensor& q,
 void PredictBlockMaskInto(const Layout& layout, const torch::Tensor& q, const torch::Tensor& k,
                           double keep, bool first_frame_sink, MaskPrediction& out);
 
+// ARM's probe (ArmRecall, patterns.cpp) of every head at once for a full q: q, k [B, H, N, D]
+// bf16/fp16 CUDA in MODEL order, masks the spatial, temporal and textural block masks [nb, nb]
+// (bool, any device). Returns [H, 3] float64 on the CPU: per head, the mean attention mass each
+// candidate keeps over the sampled queries of every batch row (one host sync).
+torch::Tensor ArmRecallHeads(const Layout& layout, const torch::Tensor& q, const torch::Tensor& k,
+                             const std::array<torch::Tensor, 3>& masks);
+
 // Dense [B, H, nb, nb] bool mask of a CSR (for checks and small shapes).
 torch::Tensor CsrToDense(const MaskPrediction& mask, int64_t batch, int64_t heads);
 

@@ -262,6 +262,84 @@ __global__ void PermuteKernel(const Chunk* __restrict__ in, Chunk* __restrict__ 
   }
 }
 
+constexpr int kArmQueries = 8;   // sampled queries per CTA
+constexpr int kArmThreads = 256;
+
+// Running softmax statistics of one query over a subset of keys: max, total mass and the mass
+// inside each candidate mask (all relative to the max).
+struct ArmStats {
+  float m, l, a[3];
+};
+
+__device__ __forceinline__ void ArmMerge(ArmStats& x, const ArmStats& y) {
+  const float m = fmaxf(x.m, y.m);
+  if (m == -INFINITY) return;
+  const float sx = expf(x.m - m), sy = expf(y.m - m);
+  x.l = x.l * sx + y.l * sy;
+  for (int c = 0; c < 3; ++c) x.a[c] = x.a[c] * sx + y.a[c] * sy;
+  x.m = m;
+}
+
+// grid (ceil(q_samples / kArmQueries), B*H); one warp per sampled key at a time, lanes over
+// channels; each warp keeps running statistics per query, merged across warps at the end.
+template <typename T>
+__global__ void ArmKernel(ArmProbeParams p) {
+  __shared__ float qs[kArmQueries][256];
+  __shared__ ArmStats part[kArmThreads / 32][kArmQueries];
+  const int bh = blockIdx.y, h = bh % p.heads, i0 = blockIdx.x * kArmQueries;
+  const int d = p.head_dim;
+  const int64_t head_off = static_cast<int64_t>(bh) * p.tokens * d;
+  const T* qb = static_cast<const T*>(p.q) + head_off;
+  const T* kb = static_cast<const T*>(p.k) + head_off;
+  for (int t = threadIdx.x; t < kArmQueries * d; t += blockDim.x) {
+    const int r = t / d, c = t % d;
+    qs[r][c] = i0 + r < p.q_samples ? detail::ToFloat<T>(qb[p.q_rows[i0 + r] * d + c]) : 0.0f;
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  ArmStats st[kArmQueries];
+  int qblk[kArmQueries];
+#pragma unroll
+  for (int r = 0; r < kArmQueries; ++r) {
+    st[r].m = -INFINITY;
+    st[r].l = st[r].a[0] = st[r].a[1] = st[r].a[2] = 0.0f;
+    qblk[r] = i0 + r < p.q_samples ? p.q_block[i0 + r] : 0;
+  }
+  const int64_t nb = p.blocks;
+  for (int j = warp; j < p.key_samples; j += blockDim.x / 32) {
+    const T* kr = kb + p.key_rows[j] * d;
+    float kv[8];
+    int nk = 0;
+    for (int c = lane; c < d; c += 32) kv[nk++] = detail::ToFloat<T>(kr[c]);
+    const int kblk = p.key_block[j];
+#pragma unroll
+    for (int r = 0; r < kArmQueries; ++r) {
+      float dot = 0.0f;
+      int t = 0;
+      for (int c = lane; c < d; c += 32) dot += qs[r][c] * kv[t++];
+      const float s = WarpSum(dot) * p.scale;
+      const float m = fmaxf(st[r].m, s);
+      const float sc = expf(st[r].m - m), e = expf(s - m);
+      st[r].l = st[r].l * sc + e;
+      for (int c = 0; c < 3; ++c) {
+        const bool allowed = p.masks[(c * nb + qblk[r]) * nb + kblk] != 0;
+        st[r].a[c] = st[r].a[c] * sc + (allowed ? e : 0.0f);
+      }
+      st[r].m = m;
+    }
+  }
+  if (lane == 0)
+    for (int r = 0; r < kArmQueries; ++r) part[warp][r] = st[r];
+  __syncthreads();
+  if (threadIdx.x < kArmQueries && i0 + static_cast<int>(threadIdx.x) < p.q_samples) {
+    const int r = threadIdx.x;
+    ArmStats tot = part[0][r];
+    for (int w = 1; w < kArmThreads / 32; ++w) ArmMerge(tot, part[w][r]);
+    for (int c = 0; c < 3; ++c)
+      atomicAdd(&p.recall[h * 3 + c], static_cast<double>(tot.a[c] / tot.l));
+  }
+}
+
 int64_t NextPow2(int64_t x) {
   int64_t p = 1;
   while (p < x) p <<= 1;
@@ -373,6 +451,19 @@ int LaunchPermuteRows(const void* in, void* out, const int64_t* index, int64_t b
         static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out), index, batch_heads,
         rows_in, rows_out, bytes / 2);
   }
+  return cudaGetLastError();
+}
+
+int LaunchArmProbe(const ArmProbeParams& p, void* stream_ptr) {
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  if (p.head_dim < 4 || p.head_dim > 256 || p.head_dim % 4 != 0) return cudaErrorInvalidValue;
+  if (p.q_samples == 0 || p.key_samples == 0 || p.batch * p.heads == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>((p.q_samples + kArmQueries - 1) / kArmQueries),
+                  static_cast<unsigned>(p.batch * p.heads));
+  if (p.dtype == HalfType::kBFloat16)
+    ArmKernel<__nv_bfloat16><<<grid, kArmThreads, 0, stream>>>(p);
+  else
+    ArmKernel<__half><<<grid, kArmThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -74,4 +74,29 @@ constexpr int64_t kMaxMaskBlocks = 16384;
 int LaunchPermuteRows(const void* in, void* out, const int64_t* index, int64_t batch_heads,
                       int64_t rows_in, int64_t rows_out, int64_t head_dim, void* stream);
 
+// ARM's probes for `auto` heads (ArmRecall in kernels/patterns.cpp): softmax of sampled queries
+// over sampled keys, and the attention mass each of three candidate block masks keeps.
+struct ArmProbeParams {
+  const void* q = nullptr;           // [B, H, N, D] queries, MODEL order, dtype
+  const void* k = nullptr;           // [B, H, N, D] keys, MODEL order, dtype
+  int32_t batch = 0;                 // B
+  int32_t heads = 0;                 // H
+  int32_t tokens = 0;                // N
+  int32_t head_dim = 0;              // D: a multiple of 4, at most 256
+  HalfType dtype = HalfType::kBFloat16;  // element type of q and k
+  const int64_t* q_rows = nullptr;   // [q_samples] model index of each sampled query
+  const int32_t* q_block = nullptr;  // [q_samples] its layout block
+  const int64_t* key_rows = nullptr; // [key_samples] model index of each sampled key
+  const int32_t* key_block = nullptr;  // [key_samples] its layout block
+  int32_t q_samples = 0;             // sampled queries per (batch, head)
+  int32_t key_samples = 0;           // sampled keys
+  const uint8_t* masks = nullptr;    // [3, nb, nb] candidate block masks (spatial, temporal, textural)
+  int32_t blocks = 0;                // nb
+  float scale = 0.0f;                // softmax scale (1/sqrt(D))
+  double* recall = nullptr;          // [H, 3] kept mass summed over batch rows and sampled
+                                     // queries (the caller zeroes it and divides by B*q_samples)
+};
+
+int LaunchArmProbe(const ArmProbeParams& params, void* stream);
+
 }  // namespace sparsetune::cuda

@@ -384,6 +384,48 @@ TEST_CASE("GPU TimeRipple tile flags AND the per-token reuse on random keys", "[
   CHECK(out.macs_skipped == expected_macs);
 }
 
+TEST_CASE("GPU ARM probes equal ArmRecall for every head", "[kernels][cuda]") {
+  if (!HaveCuda()) return;
+  struct ArmCase {
+    std::array<int64_t, 3> grid;
+    int64_t text;
+    st::TextPosition pos;
+    int64_t d;
+    double density;
+  };
+  const std::vector<ArmCase> cases = {
+      {{4, 6, 8}, 0, st::TextPosition::kNone, 64, 0.3},
+      {{5, 7, 9}, 6, st::TextPosition::kFront, 128, 0.5},
+      {{3, 10, 11}, 4, st::TextPosition::kBack, 32, 0.2},
+  };
+  const int64_t batch = 2, heads = 3;
+  int64_t seed = 700;
+  for (const ArmCase& c : cases) {
+    INFO("grid " << c.grid[0] << "x" << c.grid[1] << "x" << c.grid[2] << " text " << c.text);
+    const st::ModelGeometry m = st::test::SmallModel(c.grid, c.text, c.pos, heads, c.d);
+    const st::Layout l = st::BuildLayout(m, Tiles(1, 4, 4), 16);
+    const std::array<torch::Tensor, 3> masks = {
+        st::StaticPatternMask(l, st::PatternKind::kSpatial, c.density),
+        st::StaticPatternMask(l, st::PatternKind::kTemporal, c.density),
+        st::StaticPatternMask(l, st::PatternKind::kTextural, c.density)};
+    // Scaled so the softmax is peaked enough for the candidates to differ.
+    const torch::Tensor q = (3.0 * st::test::Rand(seed++, {batch, heads, l.tokens, c.d})).to(torch::kBFloat16);
+    const torch::Tensor k = st::test::Rand(seed++, {batch, heads, l.tokens, c.d}).to(torch::kBFloat16);
+    const torch::Tensor q_index =
+        torch::arange(l.tokens, torch::kInt64).unsqueeze(0).expand({batch, l.tokens}).contiguous();
+    const torch::Tensor got = stc::ArmRecallHeads(l, q.cuda(), k.cuda(), masks);
+    REQUIRE(got.sizes() == torch::IntArrayRef({heads, 3}));
+    for (int64_t h = 0; h < heads; ++h) {
+      const std::array<double, 3> want =
+          st::ArmRecall(l, q.select(1, h), q_index, k.select(1, h), masks);
+      for (int cand = 0; cand < 3; ++cand) {
+        INFO("head " << h << " candidate " << cand);
+        CHECK(got[h][cand].item<double>() == Approx(want[static_cast<size_t>(cand)]).margin(1e-5));
+      }
+    }
+  }
+}
+
 TEST_CASE("GPU aux ops reject bad inputs before any launch", "[kernels][cuda]") {
   const st::ModelGeometry m = st::test::SmallModel({2, 4, 4}, 0, st::TextPosition::kNone);
   const st::Layout l = st::BuildLayout(m, Raster(), 8);
@@ -395,6 +437,8 @@ TEST_CASE("GPU aux ops reject bad inputs before any launch", "[kernels][cuda]") 
   REQUIRE_THROWS_AS(stc::GatherTokens(torch::randn({1, 4, 3}), torch::zeros({1, 2}, torch::kInt64)),
                     st::ShapeError);
   REQUIRE_THROWS_AS(stc::RippleAttention(l, cpu, cpu, cpu, {12, 10, 10}, 0.9), st::ShapeError);
+  REQUIRE_THROWS_WITH(stc::ArmRecallHeads(l, cpu, cpu, {}),
+                      "cuda::ArmRecallHeads: q must be a CUDA tensor; got cpu");
   REQUIRE_THROWS_WITH(stc::TokenScores(torch::zeros({1, 4}), torch::zeros({1, 4}),
                                        torch::zeros({1, 4}, torch::kInt64), 0, 4),
                       "cuda::TokenScores: lse must be a CUDA tensor; got cpu");
