@@ -5,6 +5,7 @@
 //
 //   sparsetune_cuda_aux_bench [repeats]
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -17,6 +18,7 @@
 
 #include "kernels/cuda/aux_ops.h"
 #include "kernels/layout.h"
+#include "kernels/patterns.h"
 
 namespace {
 
@@ -139,6 +141,14 @@ int main(int argc, char** argv) {
   });
   std::printf("mask_predict_fused_qk_permutation_plus_v_and_o_ms keep 0.20: %.4f (%.2f%% of dense)\n",
               total_fused, 100.0 * total_fused / dense);
+
+  // ARM's probes for all 12 heads (host sampling, mask upload and the result's sync included).
+  const std::array<torch::Tensor, 3> cands = {
+      sparsetune::StaticPatternMask(l, sparsetune::PatternKind::kSpatial, 0.2),
+      sparsetune::StaticPatternMask(l, sparsetune::PatternKind::kTemporal, 0.2),
+      sparsetune::StaticPatternMask(l, sparsetune::PatternKind::kTextural, 0.2)};
+  const double arm = MedianMs(repeats, [&] { stc::ArmRecallHeads(l, q, k, cands); });
+  std::printf("arm_probe_all_heads_ms: %.4f (%.2f%% of dense)\n", arm, 100.0 * arm / dense);
 
   // Astraea token ops at the model width (1536 channels), budget 0.3.
   const int64_t ch = 1536, sel = (n * 3 + 9) / 10;
