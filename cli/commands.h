@@ -19,5 +19,7 @@ void AddRunCommand(CLI::App& app, int& exit_code);
 void AddEvaluateCommand(CLI::App& app, int& exit_code);
 void AddAnalyzeCommand(CLI::App& app, int& exit_code);
 void AddProfileCommand(CLI::App& app, int& exit_code);
+void AddTrainCommand(CLI::App& app, int& exit_code);
+void AddSampleCommand(CLI::App& app, int& exit_code);
 
 }  // namespace sparsetune::cli

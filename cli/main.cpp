@@ -55,6 +55,8 @@ int main(int argc, char** argv) {
   sparsetune::cli::AddBenchCommand(app, exit_code);
   sparsetune::cli::AddBenchEvaluateCommand(app, exit_code);
   sparsetune::cli::AddProfileCommand(app, exit_code);
+  sparsetune::cli::AddTrainCommand(app, exit_code);
+  sparsetune::cli::AddSampleCommand(app, exit_code);
 
   try {
     app.parse(argc, argv);

@@ -89,9 +89,13 @@ TinyVditConfig TinyVditConfig::Preset(const std::string& preset) {
     c.height = 64;
     c.width = 64;
     c.patch = 2;
-    c.layers = 12;
-    c.heads = 6;
+    // 16,384 video tokens at head_dim 64 as a real video DiT's attention, but few and narrow
+    // layers: the trained weights ship in the repository (fp16 at most ~8 MB, here 6.6 MB) and
+    // train in minutes on one GPU; docs/training.md.
+    c.layers = 6;
+    c.heads = 3;
     c.head_dim = 64;
+    c.mlp_ratio = 2;
     c.steps = 30;
     c.text_tokens = 8;
     c.classes = 8;
@@ -156,7 +160,7 @@ TinyVditBlockImpl::TinyVditBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_
 
 torch::Tensor TinyVditBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cond,
                                          const torch::Tensor& cos, const torch::Tensor& sin,
-                                         Runtime& runtime, int64_t step, int64_t layer,
+                                         Runtime* runtime, int64_t step, int64_t layer,
                                          const AttentionObserver* observer) {
   const int64_t batch = x.size(0);
   const int64_t c = x.size(2);
@@ -172,7 +176,9 @@ torch::Tensor TinyVditBlockImpl::forward(const torch::Tensor& x, const torch::Te
 
   // Astraea: keys and values come from every token; everything per query token after that is
   // computed only for the selected tokens, and the runtime fills in the others' cached updates.
-  const TokenSelection sel = runtime.select_tokens(step, layer, batch);
+  TokenSelection sel;
+  sel.tokens = x.size(1);
+  if (runtime != nullptr) sel = runtime->select_tokens(step, layer, batch);
   const torch::Tensor h = LayerNorm(x) * (1 + scale1) + shift1;
   auto split_heads = [&](const torch::Tensor& t) {
     return t.view({batch, t.size(1), heads_, d}).transpose(1, 2);
@@ -194,12 +200,15 @@ torch::Tensor TinyVditBlockImpl::forward(const torch::Tensor& x, const torch::Te
   const torch::Tensor qq = ApplyRope(RmsNorm(split_heads(q(h_sel)), q_norm), cos_sel, sin_sel);
   if (observer != nullptr) (*observer)(step, layer, qq, kk, vv);
 
-  const torch::Tensor o = runtime.attention(qq, kk, vv, step, layer, &sel);
+  const torch::Tensor o = runtime != nullptr
+                              ? runtime->attention(qq, kk, vv, step, layer, &sel)
+                              : at::scaled_dot_product_attention(qq, kk, vv);
   const torch::Tensor attn = gate1 * out(o.transpose(1, 2).reshape({batch, sel.count(), c}));
   const torch::Tensor x1 = x_sel + attn;
   const torch::Tensor mlp =
       gate2 * fc2(torch::gelu(fc1(LayerNorm(x1) * (1 + scale2) + shift2)));
-  return x + runtime.complete_update(step, layer, sel, attn + mlp);
+  if (runtime == nullptr) return x + attn + mlp;
+  return x + runtime->complete_update(step, layer, sel, attn + mlp);
 }
 
 TinyVditImpl::TinyVditImpl(const TinyVditConfig& config, uint64_t init_seed) : config_(config) {
@@ -267,6 +276,17 @@ torch::Tensor TinyVditImpl::Unpatchify(const torch::Tensor& tokens) const {
 torch::Tensor TinyVditImpl::forward(const torch::Tensor& x, const torch::Tensor& t,
                                     const torch::Tensor& labels, Runtime& runtime, int64_t step,
                                     const AttentionObserver* observer) {
+  return Run(x, t, labels, &runtime, step, observer);
+}
+
+torch::Tensor TinyVditImpl::velocity(const torch::Tensor& x, const torch::Tensor& t,
+                                     const torch::Tensor& labels) {
+  return Run(x, t, labels, nullptr, 0, nullptr);
+}
+
+torch::Tensor TinyVditImpl::Run(const torch::Tensor& x, const torch::Tensor& t,
+                                const torch::Tensor& labels, Runtime* runtime, int64_t step,
+                                const AttentionObserver* observer) {
   const TinyVditConfig& c = config_;
   if (x.dim() != 5 || x.size(1) != 3 || x.size(2) != c.frames || x.size(3) != c.height ||
       x.size(4) != c.width) {
@@ -317,10 +337,11 @@ void TinyVditImpl::LoadWeights(const std::filesystem::path& path) {
   }
 }
 
-void TinyVditImpl::SaveWeights(const std::filesystem::path& path) const {
+void TinyVditImpl::SaveWeights(const std::filesystem::path& path, torch::Dtype dtype,
+                               const std::map<std::string, std::string>& extra_metadata) const {
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& item : named_parameters(/*recurse=*/true)) {
-    tensors[item.key()] = item.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    tensors[item.key()] = item.value().detach().to(torch::kCPU, dtype).contiguous();
   }
   const TinyVditConfig& c = config_;
   std::map<std::string, std::string> metadata = {
@@ -335,6 +356,7 @@ void TinyVditImpl::SaveWeights(const std::filesystem::path& path) const {
       {"head_dim", std::to_string(c.head_dim)},
       {"text_tokens", std::to_string(c.text_tokens)},
       {"classes", std::to_string(c.classes)}};
+  for (const auto& [key, value] : extra_metadata) metadata[key] = value;
   SaveTensors(path, tensors, metadata);
 }
 

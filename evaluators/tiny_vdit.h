@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 
 #include <torch/torch.h>
@@ -61,9 +62,10 @@ class TinyVditBlockImpl : public torch::nn::Module {
  public:
   TinyVditBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_hidden);
 
-  // x [B, N, C], cond [B, C], rope cos/sin [N, D/2]. Returns the new x.
+  // x [B, N, C], cond [B, C], rope cos/sin [N, D/2]. Returns the new x. Without a runtime
+  // (nullptr) every token is computed and attention is libtorch's dense, differentiable SDPA.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cond,
-                        const torch::Tensor& cos, const torch::Tensor& sin, Runtime& runtime,
+                        const torch::Tensor& cos, const torch::Tensor& sin, Runtime* runtime,
                         int64_t step, int64_t layer, const AttentionObserver* observer);
 
   torch::nn::Linear modulation{nullptr};  // SiLU(cond) -> 6 x hidden (shift, scale, gate x2)
@@ -88,6 +90,9 @@ class TinyVditImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t,
                         const torch::Tensor& labels, Runtime& runtime, int64_t step,
                         const AttentionObserver* observer = nullptr);
+  // Velocity prediction for training: the same network with dense attention straight through
+  // libtorch's SDPA (differentiable, autocast-aware), never through a Runtime.
+  torch::Tensor velocity(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels);
 
   // Sets the adaLN gates and the output projection to zero (adaLN-Zero's start for training).
   void ZeroInitGates();
@@ -95,8 +100,10 @@ class TinyVditImpl : public torch::nn::Module {
   // Loads every parameter from a safetensors file; InputError naming the file and the tensor
   // when one is missing, has the wrong shape, or the file holds an unknown tensor.
   void LoadWeights(const std::filesystem::path& path);
-  // Writes every parameter (float32) with the config in the file's metadata.
-  void SaveWeights(const std::filesystem::path& path) const;
+  // Writes every parameter as `dtype` (float32, or float16/bfloat16 to ship smaller files) with
+  // the config and `extra_metadata` in the file's metadata.
+  void SaveWeights(const std::filesystem::path& path, torch::Dtype dtype = torch::kFloat32,
+                   const std::map<std::string, std::string>& extra_metadata = {}) const;
 
   // Video [B, 3, T, H, W] <-> tokens [B, Nv, 3 p p] in raster (frame, row, column) order.
   torch::Tensor Patchify(const torch::Tensor& video) const;
@@ -111,6 +118,9 @@ class TinyVditImpl : public torch::nn::Module {
   torch::nn::Linear final_proj{nullptr};        // hidden -> 3 p p
 
  private:
+  torch::Tensor Run(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels,
+                    Runtime* runtime, int64_t step, const AttentionObserver* observer);
+
   TinyVditConfig config_;
   torch::Tensor rope_cos_, rope_sin_;  // [N, D/2] buffers; text rows are the identity rotation
 };
