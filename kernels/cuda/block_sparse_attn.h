@@ -7,13 +7,17 @@
 // is partial when N % block != 0 (its tail keys are masked, its tail query rows are not written).
 // One CSR row per (batch b, head h, query block qb), rows numbered r = (b * H + h) * nb + qb:
 //   row_ptr  int32 [B * H * nb + 1], row_ptr[0] == 0, non-decreasing, row_ptr[last] == nnz
-//   col_idx  int32 [nnz], the key blocks of row r at col_idx[row_ptr[r] .. row_ptr[r+1]),
+//   col_idx  int32 [capacity >= nnz], the key blocks of row r at col_idx[row_ptr[r] .. row_ptr[r+1]);
+//            entries past nnz are ignored (mask prediction writes into a B*H*nb*nb buffer and
+//            need not shrink it, which would cost a host sync);
 //            each in [0, nb), no duplicates; any order (ascending is the convention and the
 //            fastest for L2, but the result does not depend on it beyond rounding).
 // An empty row is allowed: its query rows get O = 0 and LSE = -inf. The kernel never reads out of
-// bounds on a malformed list (it clamps row_ptr to [0, nnz] and skips columns outside [0, nb)),
-// but only ValidateBlockCsr (ops.h) reports one. Both arrays live on the device of q.
-// Block sizes: 64 and 128 tokens (query and key blocks are the same size).
+// bounds on a malformed list (it clamps row_ptr to [0, capacity] and skips columns outside
+// [0, nb)), but only ValidateBlockCsr (ops.h) reports one. Both arrays live on the device of q.
+// Block sizes: 64 and 128 tokens (query and key blocks are the same size). Blocks are uniform
+// from token 0: mask prediction's layout blocks (video and text cut separately, mask_predict.h)
+// are these only when there is no text or the video tokens fill whole blocks.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +35,7 @@ struct BlockSparseAttnParams {
   float* lse = nullptr;           // [B, H, N] natural-log log-sum-exp of the scaled scores, float32
   const int32_t* row_ptr = nullptr;  // [B * H * nb + 1] CSR row offsets (format above)
   const int32_t* col_idx = nullptr;  // [nnz] key-block indices (format above)
-  int32_t nnz = 0;                // length of col_idx (row_ptr values are clamped to it)
+  int32_t nnz = 0;                // capacity (length) of col_idx; row_ptr values are clamped to it
   int32_t batch = 0;              // B
   int32_t heads = 0;              // H
   int32_t seq_len = 0;            // N, tokens

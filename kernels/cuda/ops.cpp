@@ -116,13 +116,16 @@ void ValidateBlockCsr(const BlockCsr& csr, int64_t batch, int64_t heads, int64_t
   const int32_t* c = ci.data_ptr<int32_t>();
   const int64_t nnz = ci.size(0);
   if (r[0] != 0) throw ShapeError("ValidateBlockCsr: row_ptr[0] must be 0; got " + std::to_string(r[0]));
-  if (r[rows] != nnz)
+  if (r[rows] > nnz)
     throw ShapeError("ValidateBlockCsr: row_ptr ends at " + std::to_string(r[rows]) +
-                     " but col_idx has " + std::to_string(nnz) + " entries");
+                     " but col_idx has only " + std::to_string(nnz) + " entries");
   std::vector<int64_t> seen(static_cast<size_t>(nb), -1);
   for (int64_t row = 0; row < rows; ++row) {
     if (r[row + 1] < r[row])
       throw ShapeError("ValidateBlockCsr: row_ptr decreases at row " + std::to_string(row));
+    if (r[row + 1] > nnz)
+      throw ShapeError("ValidateBlockCsr: row " + std::to_string(row) + " ends past col_idx (" +
+                       std::to_string(nnz) + " entries)");
     for (int32_t j = r[row]; j < r[row + 1]; ++j) {
       if (c[j] < 0 || c[j] >= nb)
         throw ShapeError("ValidateBlockCsr: row " + std::to_string(row) + " has key block " +
@@ -142,7 +145,7 @@ void BlockSparseAttentionCudaOut(const torch::Tensor& q, const torch::Tensor& k,
   if (!std::isfinite(scale) || scale <= 0.0)
     throw InputError(std::string(kWhere) + ": scale must be finite and > 0; got " +
                      std::to_string(scale));
-  const int64_t b = q.size(0), h = q.size(1), n = q.size(2), d = q.size(3);
+  const int64_t b = q.size(0), h = q.size(1), n = q.size(2);
   if (csr.block != 64 && csr.block != 128)
     throw InputError(std::string(kWhere) + ": block must be 64 or 128 tokens; got " +
                      std::to_string(csr.block));
@@ -172,7 +175,7 @@ void BlockSparseAttentionCudaOut(const torch::Tensor& q, const torch::Tensor& k,
   p.batch = static_cast<int32_t>(b);
   p.heads = static_cast<int32_t>(h);
   p.seq_len = static_cast<int32_t>(n);
-  p.head_dim = static_cast<int32_t>(d);
+  p.head_dim = static_cast<int32_t>(q.size(3));
   p.block = static_cast<int32_t>(csr.block);
   p.scale = static_cast<float>(scale);
   p.dtype = q.scalar_type() == torch::kBFloat16 ? AttnDtype::kBFloat16 : AttnDtype::kFloat16;

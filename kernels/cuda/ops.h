@@ -53,7 +53,8 @@ BlockCsr DenseBlockCsr(int64_t batch, int64_t heads, int64_t seq_len, int64_t bl
 BlockCsr BlockCsrFromMask(const torch::Tensor& mask, int64_t block);
 
 // Checks the CSR's contents for [batch, heads, seq_len]: row_ptr starts at 0, never decreases and
-// ends at nnz; every column is in [0, nb) and no row repeats one. ShapeError naming the first bad
+// ends within col_idx (entries past its end are spare capacity); every listed column is in
+// [0, nb) and no row repeats one. ShapeError naming the first bad
 // row otherwise. Copies both arrays to the host.
 void ValidateBlockCsr(const BlockCsr& csr, int64_t batch, int64_t heads, int64_t seq_len);
 

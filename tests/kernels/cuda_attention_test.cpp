@@ -183,6 +183,12 @@ TEST_CASE("cuda attention: empty rows give O = 0 and LSE = -inf; column order do
     const int64_t a = rp[r].item<int64_t>(), e = rp[r + 1].item<int64_t>();
     if (e > a) ci.slice(0, a, e).copy_(ci.slice(0, a, e).flip(0));
   }
+  // Spare capacity after the lists (as mask prediction leaves it) is never read.
+  BlockCsr padded = csr;
+  padded.col_idx = torch::cat({csr.col_idx, torch::full({37}, 12345, csr.col_idx.options())});
+  const AttentionOutput res3 = cuda::BlockSparseAttentionCuda(q, k, v, padded, 0.125, true);
+  CHECK(torch::equal(res3.out, res.out));
+
   BlockCsr reversed = csr;
   reversed.col_idx = ci.to(dev);
   const AttentionOutput res2 = cuda::BlockSparseAttentionCuda(q, k, v, reversed, 0.125, true);
@@ -232,8 +238,12 @@ TEST_CASE("cuda attention: bad inputs throw ShapeError/InputError before any lau
                       "ValidateBlockCsr: row 2 has key block 4 outside [0, 4)");
   REQUIRE_THROWS_WITH(cuda::ValidateBlockCsr(make({0, 1, 2, 4, 5}, {0, 1, 2, 2, 0}), 1, 1, 200),
                       "ValidateBlockCsr: row 2 repeats key block 2");
-  REQUIRE_THROWS_WITH(cuda::ValidateBlockCsr(make({0, 1, 2, 4, 4}, {0, 1, 3, 2, 0}), 1, 1, 200),
-                      "ValidateBlockCsr: row_ptr ends at 4 but col_idx has 5 entries");
+  // Spare capacity past row_ptr's end (mask prediction's buffers) is allowed and never read.
+  REQUIRE_NOTHROW(cuda::ValidateBlockCsr(make({0, 1, 2, 4, 4}, {0, 1, 3, 2, 99}), 1, 1, 200));
+  REQUIRE_THROWS_WITH(cuda::ValidateBlockCsr(make({0, 1, 2, 4, 6}, {0, 1, 3, 2, 0}), 1, 1, 200),
+                      "ValidateBlockCsr: row_ptr ends at 6 but col_idx has only 5 entries");
+  REQUIRE_THROWS_WITH(cuda::ValidateBlockCsr(make({0, 9, 2, 4, 5}, {0, 1, 3, 2, 0}), 1, 1, 200),
+                      "ValidateBlockCsr: row 0 ends past col_idx (5 entries)");
 }
 
 TEST_CASE("cuda attention: CSR layout, block, scale and output checks on the device", "[kernels][cuda]") {
