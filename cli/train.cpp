@@ -1,8 +1,9 @@
-// `sparsetune train CONFIG [--resume] [--steps N] [--stop-at N] [--out DIR] [--checkpoint-dir DIR]
-// [--device cpu|cuda]`: trains a tiny-vdit preset on the prepared clips and writes the EMA
-// weights (fp16 safetensors) and a model card (docs/training.md).
+// `sparsetune train CONFIG [--resume] [--steps N] [--stop-at N] [--time-limit S] [--out DIR]
+// [--checkpoint-dir DIR] [--device cpu|cuda]`: trains a tiny-vdit preset on the prepared clips and
+// writes the EMA weights (fp16 safetensors) and a model card (docs/training.md).
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "cli/commands.h"
@@ -21,6 +22,7 @@ struct TrainCliOptions {
   std::string out;             // overrides the config's out folder
   std::string checkpoint_dir;  // overrides the config's checkpoint folder
   std::string device;          // overrides the config's device
+  double time_limit_s = -1;    // >= 0 overrides the config's time_limit_s (0 = none)
   std::string command;         // the command line as typed, for the model card
 };
 
@@ -29,6 +31,7 @@ int RunTrain(const TrainCliOptions& o) {
   if (!o.out.empty()) config.out = o.out;
   if (!o.checkpoint_dir.empty()) config.checkpoint_dir = o.checkpoint_dir;
   if (!o.device.empty()) config.device = o.device;
+  if (o.time_limit_s >= 0) config.time_limit_s = o.time_limit_s;
   TrainOptions options;
   options.resume = o.resume;
   options.steps = o.steps;
@@ -36,6 +39,11 @@ int RunTrain(const TrainCliOptions& o) {
   options.command = "sparsetune train " + o.config;
   if (o.steps > 0) options.command += " --steps " + std::to_string(o.steps);
   if (!o.device.empty()) options.command += " --device " + o.device;
+  if (o.time_limit_s >= 0) {
+    std::ostringstream limit;
+    limit << o.time_limit_s;
+    options.command += " --time-limit " + limit.str();
+  }
   options.progress = [](const std::string& line) { std::cerr << line << "\n"; };
   const TrainResult r = Train(config, options);
   std::cout << "weights: " << r.weights.string() << "\ncard: " << r.card.string()
@@ -72,6 +80,10 @@ void AddTrainCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--checkpoint-dir", options->checkpoint_dir, "Folder for the checkpoint");
   cmd->add_option("--device", options->device, "cpu or cuda, overriding the config")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--time-limit", options->time_limit_s,
+                  "Seconds of training before stopping (and writing everything), overriding the "
+                  "config's time_limit_s; 0 = no limit")
+      ->check(CLI::Range(0.0, 1e7));
   cmd->callback([options, &exit_code] { exit_code = RunTrain(*options); });
 }
 

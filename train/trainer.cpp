@@ -298,7 +298,8 @@ struct RunState {
 // safetensors rather than with torch::save: libtorch 2.11 crashes saving an optimizer a second
 // time in one process.)
 void SaveOptimizer(const std::filesystem::path& path, TinyVdit& model,
-                   torch::optim::AdamW& optimizer) {
+                   torch::optim::AdamW& optimizer,
+                   const std::map<std::string, std::string>& metadata) {
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& item : model->named_parameters()) {
     const auto it = optimizer.state().find(item.value().unsafeGetTensorImpl());
@@ -308,7 +309,7 @@ void SaveOptimizer(const std::filesystem::path& path, TinyVdit& model,
     tensors["exp_avg_sq." + item.key()] = s.exp_avg_sq().to(torch::kCPU).contiguous();
     tensors["step." + item.key()] = torch::tensor({s.step()}, torch::kInt64);
   }
-  SaveTensors(path, tensors);
+  SaveTensors(path, tensors, metadata);
 }
 
 void LoadOptimizer(const std::filesystem::path& path, TinyVdit& model,
@@ -331,26 +332,37 @@ void LoadOptimizer(const std::filesystem::path& path, TinyVdit& model,
   }
 }
 
+// Checkpoint files are replaced one by one, each atomically (temp file + rename), state.json last;
+// each carries the step in its metadata, so a checkpoint cut between two files is detected when
+// resuming. (No folder is removed or renamed: std::filesystem::remove_all on a non-empty folder
+// crashed in this binary next to libtorch 2.11.)
 void SaveCheckpoint(const std::filesystem::path& dir, const TrainConfig& config, TinyVdit& model,
                     TinyVdit& ema, torch::optim::AdamW& optimizer, const RunState& state) {
-  const std::filesystem::path tmp = dir.string() + ".tmp";
   std::error_code ec;
-  std::filesystem::remove_all(tmp, ec);
-  std::filesystem::create_directories(tmp, ec);
-  if (ec) throw RunError(tmp.string() + ": cannot create checkpoint folder: " + ec.message());
-  model->SaveWeights(tmp / "model.safetensors");
-  ema->SaveWeights(tmp / "ema.safetensors");
-  SaveOptimizer(tmp / "optimizer.safetensors", model, optimizer);
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw RunError(dir.string() + ": cannot create checkpoint folder: " + ec.message());
+  const std::map<std::string, std::string> step = {{"checkpoint_step", std::to_string(state.step)}};
+  model->SaveWeights(dir / "model.safetensors", torch::kFloat32, step);
+  ema->SaveWeights(dir / "ema.safetensors", torch::kFloat32, step);
+  SaveOptimizer(dir / "optimizer.safetensors", model, optimizer, step);
   Json history = Json::array();
   for (const auto& [s, l] : state.history) history.push_back({s, l});
-  SaveJsonFile(tmp / "state.json",
+  SaveJsonFile(dir / "state.json",
                Json{{"name", config.name}, {"preset", config.preset}, {"seed", config.seed},
                     {"step", state.step}, {"untrained_heldout_loss", state.untrained},
                     {"random_init_heldout_loss", state.random_init},
                     {"train_loss", state.train_loss}, {"heldout_history", history}});
-  std::filesystem::remove_all(dir, ec);
-  std::filesystem::rename(tmp, dir, ec);
-  if (ec) throw RunError(dir.string() + ": cannot replace checkpoint: " + ec.message());
+}
+
+// InputError unless the checkpoint file `name` was written at `step`.
+void CheckCheckpointStep(const std::filesystem::path& dir, const std::string& name, int64_t step) {
+  std::map<std::string, std::string> metadata;
+  LoadTensors(dir / name, &metadata);
+  const auto it = metadata.find("checkpoint_step");
+  if (it == metadata.end() || it->second != std::to_string(step)) {
+    throw InputError((dir / name).string() + ": not from step " + std::to_string(step) +
+                     " of state.json (checkpoint cut while writing; restart without --resume)");
+  }
 }
 
 RunState LoadCheckpoint(const std::filesystem::path& dir, const TrainConfig& config,
@@ -378,6 +390,9 @@ RunState LoadCheckpoint(const std::filesystem::path& dir, const TrainConfig& con
     s.history.emplace_back(item.at(0).get<int64_t>(), item.at(1).get<double>());
   }
   r.finish();
+  for (const char* name : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"}) {
+    CheckCheckpointStep(dir, name, s.step);
+  }
   model->LoadWeights(dir / "model.safetensors");
   ema->LoadWeights(dir / "ema.safetensors");
   LoadOptimizer(dir / "optimizer.safetensors", model, optimizer);
