@@ -402,6 +402,10 @@ RunState LoadCheckpoint(const std::filesystem::path& dir, const TrainConfig& con
 void WriteCard(const TrainConfig& config, const TrainOptions& options, const TinyVditConfig& model,
                const ClipData& data, int64_t params, const TrainResult& r) {
   const std::string weights_name = r.weights.filename().string();
+  // A run cut by its time limit is reproduced by stopping at the same step instead.
+  const std::string command =
+      options.command +
+      (r.time_limited ? " --time-limit 0 --stop-at " + std::to_string(r.steps) : std::string());
   const double mb = static_cast<double>(std::filesystem::file_size(r.weights)) / 1e6;
   Json clips = Json::array();
   for (const auto& c : data.clips) {
@@ -437,7 +441,7 @@ void WriteCard(const TrainConfig& config, const TrainOptions& options, const Tin
        {{"train_last_window", r.train_loss}, {"train_windows_ema", r.train_windows_loss},
         {"heldout_ema", r.heldout_loss}, {"heldout_untrained_start", r.untrained_heldout_loss},
         {"heldout_random_init", r.random_init_heldout_loss}, {"heldout_history", history}}},
-      {"command", options.command},
+      {"command", command},
       {"commit", GetBuildInfo().git_commit}};
   std::filesystem::path json_path = r.card;
   json_path.replace_extension(".json");
@@ -494,7 +498,7 @@ void WriteCard(const TrainConfig& config, const TrainOptions& options, const Tin
     md << (i ? ", " : "") << "step " << r.heldout_history[i].first << ": "
        << Fixed(r.heldout_history[i].second, 4);
   }
-  md << ".\n\n## Reproduce\n\n```\n" << options.command << "\n```\n\n"
+  md << ".\n\n## Reproduce\n\n```\n" << command << "\n```\n\n"
      << "(from the repository root, on the device above; sparsetune " << GetBuildInfo().git_commit
      << "). The same seed on another GPU or libtorch gives close, not bit-identical, weights.\n";
   std::ofstream out(r.card);

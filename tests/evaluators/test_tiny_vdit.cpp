@@ -28,8 +28,8 @@ TEST_CASE("presets have the documented geometry", "[evaluators]") {
   CHECK(tiny.rope_split == RopeSplitFor(32));
   const ModelGeometry small = TinyVditConfig::Preset("gpu-small").geometry();
   CHECK(small.video_tokens() == 16384);
-  CHECK(small.layers == 12);
-  CHECK(small.heads == 6);
+  CHECK(small.layers == 6);
+  CHECK(small.heads == 3);
   CHECK(small.head_dim == 64);
   CHECK(small.steps == 30);
   REQUIRE_THROWS_AS(TinyVditConfig::Preset("huge"), InputError);
