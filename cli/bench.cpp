@@ -93,11 +93,24 @@ int RunBench(BenchCliOptions& o) {
   std::cout << "attention on " << o.device << " (" << o.dtype << ", "
             << torch::get_num_threads() << " CPU threads): grid " << b.grid[0] << "x" << b.grid[1] << "x" << b.grid[2]
             << ", " << b.heads << " heads x " << b.head_dim << ", block " << b.block
-            << ", median of " << b.repeats << "\n";
-  std::printf("%-14s %7s %10s %8s %8s\n", "pattern", "param", "time_ms", "density", "speedup");
-  for (const BenchRow& r : rows)
-    std::printf("%-14s %7.3f %10.2f %8.3f %8.2f\n", r.pattern.c_str(), r.param, r.time_ms,
-                r.density, r.speedup);
+            << ", text " << b.text_tokens << ", batch " << b.batch << "; median of " << b.repeats
+            << " calls, each row interleaved with dense SDPA calls\n";
+  std::printf("%-14s %5s %4s %7s %6s %9s %9s %7s %5s %9s %7s\n", "pattern", "param", "sink",
+              "density", "ideal", "dense_ms", "ms", "speedup", "eff", "cached_ms", "speedup");
+  for (const BenchRow& r : rows) {
+    std::printf("%-14s %5.2f %4s %7.3f %5.2fx %9.2f %9.2f %6.2fx %4.0f%%", r.pattern.c_str(),
+                r.param, r.pattern != "block_sparse" ? "-" : r.sink ? "yes" : "no", r.density,
+                r.ideal, r.dense_ms, r.time_ms, r.speedup, 100.0 * r.efficiency);
+    if (r.cached_ms > 0)
+      std::printf(" %9.2f %6.2fx\n", r.cached_ms, r.cached_speedup);
+    else
+      std::printf(" %9s %7s\n", "-", "-");
+  }
+  std::cout << "density: fraction of q.k pairs computed; ideal = 1/density (the speedup of a kernel "
+               "as fast per pair as dense); eff = speedup/ideal.\nblock_sparse ms rebuilds its mask "
+               "and plan every call (mask_refresh 1); cached_ms reuses them (steps between "
+               "refreshes). sink: first-frame rows and columns dense.\nload average (1/5/15 min): "
+            << LoadAverage() << "\n";
   return 0;
 }
 
@@ -109,9 +122,10 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   bench->require_subcommand(1);
   CLI::App* cmd = bench->add_subcommand(
       "attention",
-      "Time dense SDPA and each sparse pattern (block_sparse at keeps 0.1/0.2/0.3/0.5; spatial, "
-      "temporal, textural at densities 0.2/0.4) at one shape; prints time, realized density and "
-      "speedup vs dense");
+      "Time dense SDPA and each sparse pattern (block_sparse at keeps 0.1/0.2/0.3/0.5 with the "
+      "first-frame sink and 0.2 without; spatial, temporal, textural at densities 0.2/0.4) at one "
+      "shape, interleaved with dense calls; prints time, realized density, speedup vs dense, the "
+      "ideal speedup 1/density and the efficiency speedup/ideal");
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N (default cpu)");
   cmd->add_option("--dtype", o->dtype, "float32 (default), or bfloat16/float16 on cuda");
   cmd->add_option("--threads", o->threads, "Intra-op CPU threads (default: libtorch's choice)");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <functional>
 
 #include <torch/cuda.h>
@@ -15,22 +16,19 @@ namespace sparsetune {
 
 namespace {
 
-double MedianMs(int64_t repeats, bool cuda, const std::function<void()>& fn) {
-  fn();  // warm-up: allocations, first-touch, mask and layout caches
-  if (cuda) torch::cuda::synchronize();
-  std::vector<double> ms;
-  for (int64_t i = 0; i < repeats; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    if (cuda) torch::cuda::synchronize();  // kernels run asynchronously: time their completion
-    const auto t1 = std::chrono::steady_clock::now();
-    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+double Median(std::vector<double> x) {
+  std::sort(x.begin(), x.end());
+  return x[x.size() / 2];
 }
 
 }  // namespace
+
+std::string LoadAverage() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  if (!(f >> a >> b >> c)) return "";
+  return a + " " + b + " " + c;
+}
 
 std::vector<BenchRow> BenchAttention(const BenchOptions& o) {
   for (int64_t x : {o.grid[0], o.grid[1], o.grid[2], o.heads, o.head_dim, o.block, o.batch,
@@ -63,7 +61,7 @@ std::vector<BenchRow> BenchAttention(const BenchOptions& o) {
   m.grid = o.grid;
   m.text_tokens = o.text_tokens;
   m.text_position = o.text_tokens > 0 ? TextPosition::kBack : TextPosition::kNone;
-  m.steps = 1;
+  m.steps = 2;  // step 0 builds block_sparse masks, step 1 reuses them (cached rows)
   m.rope_split = RopeSplitFor(o.head_dim);
   const int64_t n = m.tokens();
   torch::manual_seed(o.seed);
@@ -72,13 +70,36 @@ std::vector<BenchRow> BenchAttention(const BenchOptions& o) {
   const torch::Tensor k = torch::randn({o.batch, o.heads, n, o.head_dim}).to(opts);
   const torch::Tensor v = torch::randn({o.batch, o.heads, n, o.head_dim}).to(opts);
 
-  std::vector<BenchRow> rows;
-  BenchRow dense;
-  dense.pattern = "dense_sdpa";
-  dense.time_ms = MedianMs(o.repeats, cuda, [&] { torch::scaled_dot_product_attention(q, k, v); });
-  rows.push_back(dense);
+  auto dense_call = [&] { torch::scaled_dot_product_attention(q, k, v); };
+  std::vector<double> all_dense;
+  std::vector<BenchRow> rows(1);
+  rows[0].pattern = "dense_sdpa";
+  rows[0].sink = false;
 
-  auto run = [&](PatternKind kind, double param) {
+  // Times `fns` round-robin after one warm-up call each (allocations, first touch, mask, layout
+  // and plan caches): `repeats` rounds of dense, fns[0], fns[1], ... Returns the median of each
+  // (dense first).
+  auto interleaved = [&](const std::vector<std::function<void()>>& fns) {
+    std::vector<std::function<void()>> all = {dense_call};
+    all.insert(all.end(), fns.begin(), fns.end());
+    for (const auto& fn : all) fn();
+    if (cuda) torch::cuda::synchronize();
+    std::vector<std::vector<double>> ms(all.size());
+    for (int64_t r = 0; r < o.repeats; ++r)
+      for (size_t i = 0; i < all.size(); ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        all[i]();
+        if (cuda) torch::cuda::synchronize();  // kernels run asynchronously: time completion
+        const auto t1 = std::chrono::steady_clock::now();
+        ms[i].push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      }
+    all_dense.insert(all_dense.end(), ms[0].begin(), ms[0].end());
+    std::vector<double> med;
+    for (std::vector<double>& x : ms) med.push_back(Median(x));
+    return med;
+  };
+
+  auto run = [&](PatternKind kind, double param, bool sink) {
     Schedule s = Schedule::Dense(m);
     s.block_size = o.block;
     s.token_order.kind = TokenOrderKind::kTiles;
@@ -87,19 +108,43 @@ std::vector<BenchRow> BenchAttention(const BenchOptions& o) {
     p.pattern = kind;
     p.density = param;
     p.keep = param;
+    p.first_frame_sink = sink;
     s.heads.assign(1, std::vector<HeadPattern>(static_cast<size_t>(o.heads), p));
+    // Every call at step 0 rebuilds a block_sparse mask (mask_refresh 1, the default).
     Runtime rt(s);
+    std::vector<std::function<void()>> fns = {[&] { rt.attention(q, k, v, 0, 0); }};
+    // block_sparse with the mask kept for 2 steps, called at step 1: mask and plan reused.
+    Schedule sc = s;
+    for (HeadPattern& hp : sc.heads[0]) hp.mask_refresh = 2;
+    Runtime cached(sc);
+    const bool block_sparse = kind == PatternKind::kBlockSparse;
+    if (block_sparse) {
+      cached.attention(q, k, v, 0, 0);
+      fns.push_back([&] { cached.attention(q, k, v, 1, 0); });
+    }
+    const std::vector<double> med = interleaved(fns);
     BenchRow row;
     row.pattern = ToString(kind);
     row.param = param;
-    row.time_ms = MedianMs(o.repeats, cuda, [&] { rt.attention(q, k, v, 0, 0); });
+    row.sink = block_sparse && sink;
+    row.dense_ms = med[0];
+    row.time_ms = med[1];
     row.density = rt.last_call().density();
-    row.speedup = dense.time_ms / row.time_ms;
+    row.speedup = row.dense_ms / row.time_ms;
+    row.ideal = 1.0 / row.density;
+    row.efficiency = row.speedup / row.ideal;
+    if (block_sparse) {
+      row.cached_ms = med[2];
+      row.cached_speedup = row.dense_ms / row.cached_ms;
+    }
     rows.push_back(row);
   };
-  for (double keep : o.keeps) run(PatternKind::kBlockSparse, keep);
+  for (double keep : o.keeps) run(PatternKind::kBlockSparse, keep, true);
+  for (double keep : o.keeps_no_sink) run(PatternKind::kBlockSparse, keep, false);
   for (PatternKind kind : {PatternKind::kSpatial, PatternKind::kTemporal, PatternKind::kTextural})
-    for (double d : o.densities) run(kind, d);
+    for (double d : o.densities) run(kind, d, true);
+  if (rows.size() == 1) interleaved({});
+  rows[0].time_ms = rows[0].dense_ms = Median(all_dense);
   return rows;
 }
 
@@ -112,10 +157,13 @@ Json BenchToJson(const BenchOptions& o, const std::vector<BenchRow>& rows) {
   j["shape"] = {{"grid", o.grid}, {"heads", o.heads}, {"head_dim", o.head_dim},
                 {"block", o.block}, {"text_tokens", o.text_tokens}, {"batch", o.batch},
                 {"repeats", o.repeats}};
+  j["load_average"] = LoadAverage();
   Json list = Json::array();
   for (const BenchRow& r : rows)
-    list.push_back({{"pattern", r.pattern}, {"param", r.param}, {"time_ms", r.time_ms},
-                    {"density", r.density}, {"speedup", r.speedup}});
+    list.push_back({{"pattern", r.pattern}, {"param", r.param}, {"sink", r.sink},
+                    {"time_ms", r.time_ms}, {"dense_ms", r.dense_ms}, {"density", r.density},
+                    {"speedup", r.speedup}, {"ideal", r.ideal}, {"efficiency", r.efficiency},
+                    {"cached_ms", r.cached_ms}, {"cached_speedup", r.cached_speedup}});
   j["rows"] = list;
   return j;
 }

@@ -20,7 +20,8 @@ struct BenchOptions {
   int64_t text_tokens = 0;                    // text tokens appended (text at the back)
   int64_t batch = 1;                          // sequences per call
   int64_t repeats = 5;                        // timed calls per row (median reported)
-  std::vector<double> keeps = {0.1, 0.2, 0.3, 0.5};  // block_sparse keep ratios
+  std::vector<double> keeps = {0.1, 0.2, 0.3, 0.5};  // block_sparse keep ratios (with sink)
+  std::vector<double> keeps_no_sink = {0.2};         // block_sparse keeps without the sink
   std::vector<double> densities = {0.2, 0.4};        // spatial/temporal/textural densities
   uint64_t seed = 0;                          // seed of the random q/k/v
   std::string device = "cpu";                 // torch device of q/k/v ("cpu", "cuda", "cuda:1")
@@ -30,15 +31,29 @@ struct BenchOptions {
 struct BenchRow {
   std::string pattern;   // "dense_sdpa", "block_sparse", "spatial", "temporal", "textural"
   double param = 1.0;    // keep (block_sparse) or density (others); 1 for dense
-  double time_ms = 0.0;  // median wall-clock time of one attention call, milliseconds
+  bool sink = true;      // block_sparse: first-frame rows and columns dense (the default)
+  double time_ms = 0.0;  // median wall-clock time of one runtime call, milliseconds; block_sparse
+                         // rebuilds its mask and plan in every call (mask_refresh 1)
+  double dense_ms = 0.0; // median time of dense SDPA, timed interleaved with this row's calls
   double density = 1.0;  // fraction of q·k pairs computed (AttentionStats::density)
-  double speedup = 1.0;  // dense_sdpa time / this row's time
+  double speedup = 1.0;  // dense_ms / time_ms
+  double ideal = 1.0;    // 1 / density: the speedup of a kernel as fast per pair as dense
+  double efficiency = 1.0;  // speedup / ideal
+  double cached_ms = 0.0;   // block_sparse: median time with the mask and plan reused (the steps
+                            // between refreshes); 0 for other rows (their masks are static)
+  double cached_speedup = 0.0;  // dense_ms / cached_ms (0 when cached_ms is 0)
 };
 
-// Runs every row at one shape; the first row is the dense SDPA reference. Throws InputError for
+// Runs every row at one shape; the first row is the dense SDPA reference (median over every dense
+// call of the run). Each other row times its calls interleaved with dense SDPA calls (dense,
+// sparse, dense, ...) so that load changes on a shared machine hit both alike. Throws InputError for
 // non-positive shape options, an unknown device or dtype.
 std::vector<BenchRow> BenchAttention(const BenchOptions& options);
 
 Json BenchToJson(const BenchOptions& options, const std::vector<BenchRow>& rows);
+
+// The 1, 5 and 15 minute load averages from /proc/loadavg ("" where there is none): the bench
+// runs on shared machines, so each report says how busy the machine was.
+std::string LoadAverage();
 
 }  // namespace sparsetune

@@ -1,11 +1,16 @@
 #include "kernels/block_attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
-#include <map>
 #include <numeric>
 #include <optional>
+
+#include <ATen/Parallel.h>
+
+#include "core/error.h"
 
 namespace sparsetune {
 
@@ -186,33 +191,9 @@ AttentionOutput BlockSparseAttention(const Layout& l, const torch::Tensor& q,
 }
 
 int64_t SparsePlan::bytes() const {
-  int64_t total = 0;
-  auto add = [&](const torch::Tensor& t) {
-    if (t.defined()) total += t.numel() * static_cast<int64_t>(t.element_size());
-  };
-  add(full_rows);
-  for (const torch::Tensor& t : full_rows_per_g) add(t);
-  for (const Chunk* c : {&dense}) add(c->k_rows), add(c->q_read), add(c->q_write);
-  for (const Chunk& c : chunks) add(c.k_rows), add(c.q_read), add(c.q_write);
-  return total;
+  return static_cast<int64_t>(items.size() * sizeof(Item) + q_rows.size() * sizeof(int64_t) +
+                              pieces.size() * sizeof(Piece));
 }
-
-namespace {
-
-torch::Tensor ToIndex(const std::vector<int64_t>& v) {
-  return torch::tensor(v, torch::kInt64);
-}
-
-// Fills a chunk's query rows: each group's rows padded to `queries` with reads of row 0 and
-// writes to the dump row.
-void AddQueries(const std::vector<int64_t>& rows, int64_t queries, int64_t dump,
-                std::vector<int64_t>& read, std::vector<int64_t>& write) {
-  for (int64_t r : rows) read.push_back(r), write.push_back(r);
-  for (int64_t i = static_cast<int64_t>(rows.size()); i < queries; ++i)
-    read.push_back(0), write.push_back(dump);
-}
-
-}  // namespace
 
 SparsePlan BuildSparsePlan(const Layout& l, const torch::Tensor& mask, const torch::Tensor& q_block,
                            int64_t heads, int64_t head_dim) {
@@ -221,176 +202,280 @@ SparsePlan BuildSparsePlan(const Layout& l, const torch::Tensor& mask, const tor
   const bool* mp = mc.data_ptr<bool>();
   const int64_t* qbp = qbc.data_ptr<int64_t>();
   const int64_t g_count = mc.size(0), nb = l.blocks(), batch = qbc.size(0), nq = qbc.size(1);
-  const int64_t n = l.tokens, dump = g_count * nq;
   SparsePlan p;
-  p.g_count = g_count, p.nq = nq, p.n = n;
+  p.g_count = g_count, p.nq = nq, p.n = l.tokens, p.d = head_dim;
 
   // Query rows of each (batch row, block), ascending.
   std::vector<std::vector<int64_t>> rows_of(static_cast<size_t>(batch * nb));
   for (int64_t b = 0; b < batch; ++b)
-    for (int64_t i = 0; i < nq; ++i) rows_of[static_cast<size_t>(b * nb + qbp[b * nq + i])].push_back(i);
-  auto kept = [&](int64_t g, int64_t r, int64_t c) { return mp[(g * nb + r) * nb + c]; };
-  auto queries = [&](int64_t g, int64_t r) -> const std::vector<int64_t>& {
-    return rows_of[static_cast<size_t>((g / heads) * nb + r)];
-  };
-  std::vector<char> full(static_cast<size_t>(g_count * nb), 0);
-  std::vector<char> dense(static_cast<size_t>(nb), 1);  // kept by every non-full row with queries
-  bool any_partial = false;
+    for (int64_t i = 0; i < nq; ++i)
+      rows_of[static_cast<size_t>(b * nb + qbp[b * nq + i])].push_back(i);
   for (int64_t g = 0; g < g_count; ++g)
     for (int64_t r = 0; r < nb; ++r) {
-      if (queries(g, r).empty()) continue;
-      int64_t key_tokens = 0;
-      bool all = true;
-      for (int64_t c = 0; c < nb; ++c) {
-        if (kept(g, r, c)) key_tokens += l.block_len[static_cast<size_t>(c)];
-        else all = false;
+      const std::vector<int64_t>& rows = rows_of[static_cast<size_t>((g / heads) * nb + r)];
+      if (rows.empty()) continue;
+      SparsePlan::Item it;
+      it.g = g;
+      it.q_begin = static_cast<int64_t>(p.q_rows.size());
+      it.q_count = static_cast<int64_t>(rows.size());
+      it.piece_begin = static_cast<int64_t>(p.pieces.size());
+      p.q_rows.insert(p.q_rows.end(), rows.begin(), rows.end());
+      const bool* row = mp + (g * nb + r) * nb;
+      // Runs of kept blocks whose layout ranges touch are one span (blocks are laid out in
+      // order, so a run of adjacent kept blocks is contiguous; text blocks follow the video).
+      int64_t c = 0;
+      while (c < nb) {
+        if (!row[c]) {
+          ++c;
+          continue;
+        }
+        const int64_t begin = l.block_begin[static_cast<size_t>(c)];
+        int64_t end = begin;
+        while (c < nb && row[c] && l.block_begin[static_cast<size_t>(c)] == end)
+          end += l.block_len[static_cast<size_t>(c)], ++c;
+        for (int64_t s = begin; s < end; s += SparsePlan::kKeyChunk)
+          p.pieces.push_back({s, std::min(SparsePlan::kKeyChunk, end - s)});
+        it.keys += end - begin;
       }
-      p.pairs += key_tokens * static_cast<int64_t>(queries(g, r).size());
-      full[static_cast<size_t>(g * nb + r)] = all;
-      if (all) continue;
-      any_partial = true;
-      for (int64_t c = 0; c < nb; ++c)
-        if (!kept(g, r, c)) dense[static_cast<size_t>(c)] = 0;
+      it.piece_count = static_cast<int64_t>(p.pieces.size()) - it.piece_begin;
+      p.pairs += it.keys * it.q_count;
+      p.max_queries = std::max(p.max_queries, it.q_count);
+      p.items.push_back(it);
     }
-  if (!any_partial) std::fill(dense.begin(), dense.end(), 0);
-
-  // Full rows per g.
-  std::vector<std::vector<int64_t>> full_rows(static_cast<size_t>(g_count));
-  for (int64_t g = 0; g < g_count; ++g)
-    for (int64_t r = 0; r < nb; ++r)
-      if (full[static_cast<size_t>(g * nb + r)])
-        for (int64_t i : queries(g, r)) full_rows[static_cast<size_t>(g)].push_back(g * nq + i);
-  bool uniform = true;
-  for (const auto& f : full_rows) uniform = uniform && f.size() == full_rows[0].size();
-  if (uniform) {
-    p.full_count = static_cast<int64_t>(full_rows[0].size());
-    std::vector<int64_t> all;
-    for (const auto& f : full_rows) all.insert(all.end(), f.begin(), f.end());
-    if (p.full_count > 0) p.full_rows = ToIndex(all);
-  } else {
-    p.full_count = -1;
-    for (const auto& f : full_rows) p.full_rows_per_g.push_back(f.empty() ? torch::Tensor() : ToIndex(f));
-  }
-
-  // Dense columns: one call over all non-full rows of every g.
-  std::vector<int64_t> dense_pos;
-  for (int64_t c = 0; c < nb; ++c)
-    if (dense[static_cast<size_t>(c)])
-      for (int64_t t = 0; t < l.block_len[static_cast<size_t>(c)]; ++t)
-        dense_pos.push_back(l.block_begin[static_cast<size_t>(c)] + t);
-  if (!dense_pos.empty()) {
-    std::vector<std::vector<int64_t>> rows(static_cast<size_t>(g_count));
-    size_t max_q = 0;
-    for (int64_t g = 0; g < g_count; ++g) {
-      for (int64_t r = 0; r < nb; ++r)
-        if (!full[static_cast<size_t>(g * nb + r)])
-          for (int64_t i : queries(g, r)) rows[static_cast<size_t>(g)].push_back(g * nq + i);
-      max_q = std::max(max_q, rows[static_cast<size_t>(g)].size());
-    }
-    SparsePlan::Chunk& c = p.dense;
-    c.groups = g_count;
-    c.keys = static_cast<int64_t>(dense_pos.size());
-    c.queries = static_cast<int64_t>(max_q);
-    std::vector<int64_t> k_rows, read, write;
-    for (int64_t g = 0; g < g_count; ++g) {
-      for (int64_t pos : dense_pos) k_rows.push_back(g * n + pos);
-      AddQueries(rows[static_cast<size_t>(g)], c.queries, dump, read, write);
-    }
-    c.k_rows = ToIndex(k_rows), c.q_read = ToIndex(read), c.q_write = ToIndex(write);
-  }
-
-  // Sparse part: groups bucketed by their remaining key-token count.
-  struct Group {
-    int64_t g, r, keys;
-  };
-  std::map<int64_t, std::vector<Group>> buckets;
-  for (int64_t g = 0; g < g_count; ++g)
-    for (int64_t r = 0; r < nb; ++r) {
-      if (queries(g, r).empty() || full[static_cast<size_t>(g * nb + r)]) continue;
-      int64_t keys = 0;
-      for (int64_t c = 0; c < nb; ++c)
-        if (kept(g, r, c) && !dense[static_cast<size_t>(c)]) keys += l.block_len[static_cast<size_t>(c)];
-      if (keys > 0) buckets[keys].push_back({g, r, keys});
-    }
-  for (const auto& [keys, groups] : buckets) {
-    const int64_t per_chunk = std::max<int64_t>(
-        1, kChunkElements / (keys * std::max<int64_t>(head_dim, l.block_size)));
-    for (size_t begin = 0; begin < groups.size(); begin += static_cast<size_t>(per_chunk)) {
-      const size_t end = std::min(groups.size(), begin + static_cast<size_t>(per_chunk));
-      SparsePlan::Chunk c;
-      c.groups = static_cast<int64_t>(end - begin);
-      c.keys = keys;
-      for (size_t i = begin; i < end; ++i)
-        c.queries = std::max<int64_t>(c.queries, static_cast<int64_t>(queries(groups[i].g, groups[i].r).size()));
-      std::vector<int64_t> k_rows, read, write;
-      for (size_t i = begin; i < end; ++i) {
-        const Group& gr = groups[i];
-        for (int64_t cb = 0; cb < nb; ++cb)
-          if (kept(gr.g, gr.r, cb) && !dense[static_cast<size_t>(cb)])
-            for (int64_t t = 0; t < l.block_len[static_cast<size_t>(cb)]; ++t)
-              k_rows.push_back(gr.g * n + l.block_begin[static_cast<size_t>(cb)] + t);
-        std::vector<int64_t> rows;
-        for (int64_t qi : queries(gr.g, gr.r)) rows.push_back(gr.g * nq + qi);
-        AddQueries(rows, c.queries, dump, read, write);
-      }
-      c.k_rows = ToIndex(k_rows), c.q_read = ToIndex(read), c.q_write = ToIndex(write);
-      p.chunks.push_back(std::move(c));
-    }
-  }
+  std::stable_sort(p.items.begin(), p.items.end(),
+                   [](const SparsePlan::Item& a, const SparsePlan::Item& b) {
+                     return a.keys * a.q_count > b.keys * b.q_count;
+                   });
   return p;
 }
 
+namespace {
+
+// The BLAS libtorch's CPU build links (MKL on x86-64, OpenBLAS elsewhere) exports the Fortran
+// sgemm; libtorch's own CPU flash kernel reaches the same routine through at::native::cpublas.
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
+                       const int* k, const float* alpha, const float* a, const int* lda,
+                       const float* b, const int* ldb, const float* beta, float* c,
+                       const int* ldc);
+
+// Row-major C[m x n] = alpha * A[m x k] · B[n x k]ᵀ + beta * C (column-major: Cᵀ = B · Aᵀ).
+void GemmABt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  sgemm_("T", "N", &mi, &ni, &ki, &alpha, b, &la, a, &lb, &beta, c, &lc);
+}
+
+// Row-major C[m x n] = alpha * A[m x k] · B[k x n] + beta * C (column-major: Cᵀ = Bᵀ · Aᵀ).
+void GemmAB(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+            const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  sgemm_("N", "N", &mi, &ni, &ki, &alpha, b, &la, a, &lb, &beta, c, &lc);
+}
+
+// 8 floats / int32s as GCC/Clang vector extensions: the AVX2 clone below keeps one in a ymm
+// register, the baseline clone in two xmm registers (the compilers did not vectorise the scalar
+// loops on their own).
+typedef float V8 __attribute__((vector_size(32)));
+typedef int32_t I8 __attribute__((vector_size(32)));
+
+// The helpers pass vectors by value; they are inlined into SoftmaxStep's clones, so the ABI
+// difference GCC warns about (a ymm value without AVX enabled) never crosses a real call. GCC
+// reports it at the end of the file, hence no matching pop.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+inline V8 Splat(float x) { return V8{x, x, x, x, x, x, x, x}; }
+inline I8 Bits(V8 x) {
+  I8 r;
+  std::memcpy(&r, &x, sizeof r);
+  return r;
+}
+inline V8 FromBits(I8 x) {
+  V8 r;
+  std::memcpy(&r, &x, sizeof r);
+  return r;
+}
+inline V8 Load(const float* p) {
+  V8 r;
+  std::memcpy(&r, p, sizeof r);
+  return r;
+}
+
+// exp(x) for x <= 0, 8 lanes at a time: x = n·ln2 + f with |f| <= ln2/2, exp(f) by its degree-6
+// Taylor polynomial (relative error < 2e-7), 2^n added to the exponent bits. Inputs below -80
+// give exp(-80) ~ 2e-35 instead of less: negligible next to the row maximum's exp(0) = 1 that
+// every softmax sum holds.
+inline V8 ExpNonPositive(V8 x) {
+  const V8 lo = Splat(-80.0f);
+  x = x < lo ? lo : x;
+  const V8 shifter = Splat(12582912.0f);  // 1.5·2^23: adding it rounds to an integer in the mantissa
+  const V8 t = x * Splat(1.44269504088896341f) + shifter;
+  const V8 fn = t - shifter;
+  const I8 n = Bits(t) - 0x4B400000;
+  const V8 f = (x - fn * Splat(0.693145751953125f)) - fn * Splat(1.428606765330187e-06f);
+  V8 e = Splat(1.0f / 720.0f);
+  e = e * f + Splat(1.0f / 120.0f);
+  e = e * f + Splat(1.0f / 24.0f);
+  e = e * f + Splat(1.0f / 6.0f);
+  e = e * f + Splat(0.5f);
+  e = e * f + Splat(1.0f);
+  e = e * f + Splat(1.0f);
+  return FromBits(Bits(e) + (n << 23));
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// AVX2/FMA and a baseline clone, picked at load time: the exp of every score is a large share of
+// attention's time, 8 lanes wide with AVX2.
+#define SPARSETUNE_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SPARSETUNE_VECTOR_CLONES
+#endif
+
+// Online-softmax step over one score tile s [rows x cols] (leading dimension ld, scaled logits):
+// per row, the new running max m, the tile's exp(s - m) written over s, the running sum l and the
+// accumulator row acc[i, 0:d] rescaled by exp(m_old - m_new).
+SPARSETUNE_VECTOR_CLONES
+void SoftmaxStep(float* s, int64_t ld, int64_t rows, int64_t cols, float* m, float* l, float* acc,
+                 int64_t d) {
+  const int64_t vec_cols = cols / 8 * 8;
+  for (int64_t i = 0; i < rows; ++i) {
+    float* r = s + i * ld;
+    V8 vmax = Splat(-std::numeric_limits<float>::infinity());
+    for (int64_t j = 0; j < vec_cols; j += 8) {
+      const V8 x = Load(r + j);
+      vmax = vmax > x ? vmax : x;
+    }
+    float mx = m[i];
+    for (int t = 0; t < 8; ++t) mx = mx > vmax[t] ? mx : vmax[t];
+    for (int64_t j = vec_cols; j < cols; ++j) mx = mx > r[j] ? mx : r[j];
+    const V8 vmx = Splat(mx);
+    V8 vsum = Splat(0.0f);
+    for (int64_t j = 0; j < vec_cols; j += 8) {
+      const V8 e = ExpNonPositive(Load(r + j) - vmx);
+      std::memcpy(r + j, &e, sizeof e);
+      vsum += e;
+    }
+    float sum = 0.0f;
+    for (int t = 0; t < 8; ++t) sum += vsum[t];
+    for (int64_t j = vec_cols; j < cols; ++j) {
+      const float e = std::exp(r[j] - mx);
+      r[j] = e;
+      sum += e;
+    }
+    if (mx != m[i]) {
+      const float alpha = std::exp(m[i] - mx);  // 0 on the first tile (m = -inf)
+      float* a = acc + i * d;
+      for (int64_t c = 0; c < d; ++c) a[c] *= alpha;
+      l[i] *= alpha;
+      m[i] = mx;
+    }
+    l[i] += sum;
+  }
+}
+
+// Pieces shorter than this are copied into a contiguous key/value tile and share one matmul pair:
+// a BLAS call on a 32x32 block costs about as much in call overhead as in arithmetic (measured at
+// the tiny model's block 32), while a 64-key piece is cheaper in place than copied.
+constexpr int64_t kInPlaceKeys = 64;
+
+// One work item: its queries gathered into a tile, then per score tile of at most kKeyChunk keys
+// S = scale·Q·Kᵀ, the online softmax step and acc += P·V. Score columns hold first the short
+// pieces (copied side by side into kv tiles, one matmul pair for all of them), then each long
+// piece (one matmul pair each, straight on k and v).
+struct ItemScratch {
+  std::vector<float> q, s, acc, m, l, k, v;
+  ItemScratch(int64_t max_q, int64_t d)
+      : q(static_cast<size_t>(max_q * d)), s(static_cast<size_t>(max_q * SparsePlan::kKeyChunk)),
+        acc(static_cast<size_t>(max_q * d)), m(static_cast<size_t>(max_q)),
+        l(static_cast<size_t>(max_q)), k(static_cast<size_t>(SparsePlan::kKeyChunk * d)),
+        v(static_cast<size_t>(SparsePlan::kKeyChunk * d)) {}
+};
+
+void RunItem(const SparsePlan& p, const SparsePlan::Item& it, const float* q, const float* k,
+             const float* v, float scale, ItemScratch& w, float* out, float* lse) {
+  const int64_t d = p.d, mq = it.q_count, ld = SparsePlan::kKeyChunk;
+  const float* qg = q + it.g * p.nq * d;
+  const float* kg = k + it.g * p.n * d;
+  const float* vg = v + it.g * p.n * d;
+  const int64_t* rows = p.q_rows.data() + it.q_begin;
+  for (int64_t i = 0; i < mq; ++i) std::memcpy(&w.q[i * d], qg + rows[i] * d, sizeof(float) * d);
+  std::fill(w.acc.begin(), w.acc.begin() + mq * d, 0.0f);
+  std::fill(w.m.begin(), w.m.begin() + mq, -std::numeric_limits<float>::infinity());
+  std::fill(w.l.begin(), w.l.begin() + mq, 0.0f);
+  const SparsePlan::Piece* pc = p.pieces.data() + it.piece_begin;
+  int64_t a = 0;
+  while (a < it.piece_count) {
+    int64_t b = a, cols = 0, copied = 0;
+    while (b < it.piece_count && cols + pc[b].len <= ld) {
+      if (pc[b].len < kInPlaceKeys) {
+        std::memcpy(&w.k[copied * d], kg + pc[b].begin * d, sizeof(float) * pc[b].len * d);
+        std::memcpy(&w.v[copied * d], vg + pc[b].begin * d, sizeof(float) * pc[b].len * d);
+        copied += pc[b].len;
+      }
+      cols += pc[b].len, ++b;
+    }
+    if (copied > 0)
+      GemmABt(mq, copied, d, scale, w.q.data(), d, w.k.data(), d, 0.0f, w.s.data(), ld);
+    for (int64_t x = a, c0 = copied; x < b; ++x) {
+      if (pc[x].len < kInPlaceKeys) continue;
+      GemmABt(mq, pc[x].len, d, scale, w.q.data(), d, kg + pc[x].begin * d, d, 0.0f,
+              w.s.data() + c0, ld);
+      c0 += pc[x].len;
+    }
+    SoftmaxStep(w.s.data(), ld, mq, cols, w.m.data(), w.l.data(), w.acc.data(), d);
+    if (copied > 0)
+      GemmAB(mq, d, copied, 1.0f, w.s.data(), ld, w.v.data(), d, 1.0f, w.acc.data(), d);
+    for (int64_t x = a, c0 = copied; x < b; ++x) {
+      if (pc[x].len < kInPlaceKeys) continue;
+      GemmAB(mq, d, pc[x].len, 1.0f, w.s.data() + c0, ld, vg + pc[x].begin * d, d, 1.0f,
+             w.acc.data(), d);
+      c0 += pc[x].len;
+    }
+    a = b;
+  }
+  float* og = out + it.g * p.nq * d;
+  float* lg = lse + it.g * p.nq;
+  for (int64_t i = 0; i < mq; ++i) {
+    const float inv = 1.0f / w.l[i];
+    float* o = og + rows[i] * d;
+    const float* s = &w.acc[i * d];
+    for (int64_t c = 0; c < d; ++c) o[c] = s[c] * inv;
+    lg[rows[i]] = w.m[i] + std::log(w.l[i]);
+  }
+}
+
+}  // namespace
+
 AttentionOutput RunSparsePlan(const SparsePlan& p, const torch::Tensor& q, const torch::Tensor& k,
                               const torch::Tensor& v) {
-  const int64_t d = q.size(2), g_count = p.g_count, nq = p.nq, n = p.n;
-  const torch::Tensor qf = q.reshape({g_count * nq, d});
-  const torch::Tensor kf = k.reshape({g_count * n, d});
-  const torch::Tensor vf = v.reshape({g_count * n, d});
-  const auto f32 = q.options().dtype(torch::kFloat32);
-  auto run = [&](const SparsePlan::Chunk& c, torch::Tensor& out, torch::Tensor& lse) {
-    const torch::Tensor kc = kf.index_select(0, c.k_rows).view({c.groups, 1, c.keys, d});
-    const torch::Tensor vc = vf.index_select(0, c.k_rows).view({c.groups, 1, c.keys, d});
-    const torch::Tensor qc = qf.index_select(0, c.q_read).view({c.groups, 1, c.queries, d});
-    auto res = at::_scaled_dot_product_flash_attention_for_cpu(qc, kc, vc);
-    out.index_copy_(0, c.q_write, std::get<0>(res).view({c.groups * c.queries, d}));
-    lse.index_copy_(0, c.q_write, std::get<1>(res).reshape({-1}).to(torch::kFloat32));
-  };
-  torch::Tensor out = torch::empty({g_count * nq + 1, d}, q.options());
-  torch::Tensor lse = torch::empty({g_count * nq + 1}, f32);
-  if (p.dense.keys > 0 && p.dense.queries > 0) {
-    run(p.dense, out, lse);
-    torch::Tensor out2 = torch::zeros_like(out);
-    torch::Tensor lse2 = torch::full({g_count * nq + 1}, -std::numeric_limits<float>::infinity(), f32);
-    for (const SparsePlan::Chunk& c : p.chunks) run(c, out2, lse2);
-    if (!p.chunks.empty()) {
-      // Merge the two softmax parts of each row: weights exp(lse_i - lse), lse = logaddexp.
-      const torch::Tensor both = torch::logaddexp(lse, lse2);
-      out.mul_((lse - both).exp_().unsqueeze(1)).add_(out2.mul_((lse2 - both).exp_().unsqueeze(1)));
-      lse = both;
-    }
-  } else {
-    for (const SparsePlan::Chunk& c : p.chunks) run(c, out, lse);
-  }
-  const torch::Tensor k4 = k.view({g_count, 1, n, d});
-  const torch::Tensor v4 = v.view({g_count, 1, n, d});
-  if (p.full_count > 0) {
-    const torch::Tensor qc = qf.index_select(0, p.full_rows).view({g_count, 1, p.full_count, d});
-    auto res = at::_scaled_dot_product_flash_attention_for_cpu(qc, k4, v4);
-    out.index_copy_(0, p.full_rows, std::get<0>(res).view({g_count * p.full_count, d}));
-    lse.index_copy_(0, p.full_rows, std::get<1>(res).reshape({-1}).to(torch::kFloat32));
-  } else if (p.full_count < 0) {
-    for (int64_t g = 0; g < g_count; ++g) {
-      const torch::Tensor& rows = p.full_rows_per_g[static_cast<size_t>(g)];
-      if (!rows.defined()) continue;
-      const torch::Tensor qc = qf.index_select(0, rows).view({1, 1, rows.size(0), d});
-      auto res = at::_scaled_dot_product_flash_attention_for_cpu(qc, k4[g].unsqueeze(0),
-                                                                 v4[g].unsqueeze(0));
-      out.index_copy_(0, rows, std::get<0>(res).view({rows.size(0), d}));
-      lse.index_copy_(0, rows, std::get<1>(res).reshape({-1}).to(torch::kFloat32));
-    }
-  }
-  return {out.narrow(0, 0, g_count * nq).view({g_count, nq, d}),
-          lse.narrow(0, 0, g_count * nq).view({g_count, nq})};
+  const int64_t d = q.size(2);
+  if (q.scalar_type() != torch::kFloat32 || !q.device().is_cpu() || d != p.d ||
+      q.size(0) != p.g_count || q.size(1) != p.nq || k.size(1) != p.n)
+    throw ShapeError("RunSparsePlan: q/k/v do not match the plan (CPU float32 [" +
+                     std::to_string(p.g_count) + ", " + std::to_string(p.nq) + "/" +
+                     std::to_string(p.n) + ", " + std::to_string(p.d) + "])");
+  const torch::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  torch::Tensor out = torch::empty({p.g_count, p.nq, d}, q.options());
+  torch::Tensor lse = torch::empty({p.g_count, p.nq}, q.options());
+  const float* qp = qc.data_ptr<float>();
+  const float* kp = kc.data_ptr<float>();
+  const float* vp = vc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  float* lp = lse.data_ptr<float>();
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const int64_t n_items = static_cast<int64_t>(p.items.size());
+  // Items differ in cost (sink rows attend every key), so each thread pulls the next item rather
+  // than taking a fixed share.
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_items));
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    ItemScratch w(p.max_queries, d);
+    for (int64_t t = begin; t < end; ++t)
+      for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1))
+        RunItem(p, p.items[static_cast<size_t>(i)], qp, kp, vp, scale, w, op, lp);
+  });
+  return {out, lse};
 }
 
 namespace {

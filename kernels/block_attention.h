@@ -31,42 +31,47 @@ AttentionOutput BlockSparseAttention(const Layout& layout, const torch::Tensor& 
 
 // The execution plan of block-sparse attention for one mask [G, nb, nb] and one query-block map
 // [B, Nq] (CPU). Built once per (mask, selection) with plain loops over the mask and reused: a
-// static pattern's plan serves every step. Per call it costs a handful of row gathers and flash
-// calls, no per-block ops:
-//   full rows    queries whose mask row keeps every block attend the unpermuted k, v directly;
-//   dense cols   blocks every other row keeps (text, first-frame sink, ...) are gathered once
-//                per call and attended by all other queries in one flash call;
-//   sparse part  each (g, query block) attends its remaining kept blocks, gathered as exact key
-//                rows; groups with equal key-token counts share one batched flash call (no
-//                padded keys, so no additive mask);
-// and the dense-col and sparse parts of a row are merged by their log-sum-exp.
+// static pattern's plan serves every step. One work item per (g, query block): its query rows and
+// the key spans its mask row keeps, where a span is a run of consecutive kept blocks, i.e. a
+// contiguous range of layout positions (the first-frame sink, text and adjacent top-k blocks
+// merge into long spans). RunSparsePlan computes each item with BLAS matmuls straight on the
+// layout-ordered k/v (no gathered copies of keys) and an online softmax, so dense columns, sink
+// rows and sparse blocks of a row are one pass with no log-sum-exp merge.
 struct SparsePlan {
-  // One batched flash call over gathered rows.
-  struct Chunk {
-    int64_t groups = 0;    // r, (g, query block) groups in the call
-    int64_t keys = 0;      // key tokens each group attends
-    int64_t queries = 0;   // query rows per group (padded to the largest group)
-    torch::Tensor k_rows;  // [r*keys] int64 rows of the flattened [G*N, D] keys/values
-    torch::Tensor q_read;  // [r*queries] int64 rows of the flattened [G*Nq, D] queries
-    torch::Tensor q_write; // [r*queries] int64 output rows; padded rows write row G*Nq (dump)
+  struct Item {
+    int64_t g = 0;             // batch·head
+    int64_t q_begin = 0;       // first entry in q_rows
+    int64_t q_count = 0;       // query rows of the item
+    int64_t piece_begin = 0;   // first entry in pieces
+    int64_t piece_count = 0;   // key pieces of the item
+    int64_t keys = 0;          // key tokens the item attends
   };
-  int64_t g_count = 0;     // G = B * heads
-  int64_t nq = 0;          // query rows per g
-  int64_t n = 0;           // key tokens per g
-  int64_t pairs = 0;       // q·k pairs computed (for AttentionStats)
-  int64_t full_count = 0;  // full rows per g when every g has the same number, else -1
-  torch::Tensor full_rows; // [G*full_count] rows of flattened q (when full_count > 0)
-  std::vector<torch::Tensor> full_rows_per_g;  // per g, when full_count == -1
-  Chunk dense;             // dense-col call (groups = G, keys = dense columns); keys 0 = none
-  std::vector<Chunk> chunks;  // sparse part, by key-token count
-  int64_t bytes() const;   // memory held by the index tensors
+  // Contiguous key range [begin, begin + len) in layout positions, len <= kKeyChunk.
+  struct Piece {
+    int64_t begin = 0;
+    int64_t len = 0;
+  };
+  // Keys one online-softmax step covers (the score tile is [block queries x kKeyChunk]).
+  static constexpr int64_t kKeyChunk = 512;
+  int64_t g_count = 0;          // G = B * heads
+  int64_t nq = 0;               // query rows per g
+  int64_t n = 0;                // key tokens per g
+  int64_t d = 0;                // head dim the plan was built for
+  int64_t pairs = 0;            // q·k pairs computed (for AttentionStats)
+  int64_t max_queries = 0;      // largest q_count of an item
+  std::vector<Item> items;      // by decreasing work (q_count * keys): big items start first
+  std::vector<int64_t> q_rows;  // query row within its g, per item
+  std::vector<Piece> pieces;    // key pieces, per item, ascending
+  int64_t bytes() const;        // memory held by the plan
 };
 
 SparsePlan BuildSparsePlan(const Layout& layout, const torch::Tensor& mask,
                            const torch::Tensor& q_block, int64_t heads, int64_t head_dim);
 
 // Runs `plan` (CPU, float32). q [G, Nq, D] in q order; k, v [G, N, D] in layout order. Same
-// result as BlockSparseAttention on the plan's mask.
+// result as BlockSparseAttention on the plan's mask. Items run in parallel over libtorch's
+// intra-op threads (at::parallel_for), each thread pulling the next item, single-threaded BLAS
+// inside.
 AttentionOutput RunSparsePlan(const SparsePlan& plan, const torch::Tensor& q,
                               const torch::Tensor& k, const torch::Tensor& v);
 

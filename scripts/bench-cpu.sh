@@ -59,25 +59,42 @@ for shape in ["default", "tiny"]:
     lines.append(f"## {shape}: grid {'x'.join(map(str, s['grid']))}, {s['heads']} heads x "
                  f"{s['head_dim']}, block {s['block']}, text {s['text_tokens']}, batch {s['batch']}")
     lines.append("")
-    lines.append("| pattern | param | density | ms (1 thr) | speedup (1) | ms (2 thr) | speedup (2) |")
-    lines.append("|---|---|---|---|---|---|---|")
-    keys = [(row["pattern"], row["param"]) for row in sub[0]["result"]["rows"]]
+    loads = sorted({r["result"].get("load_average", "?") for r in sub})
+    lines.append("Load average (1/5/15 min) at the end of each run: " + "; ".join(loads) + ".")
+    lines.append("")
+    lines.append("| pattern | param | sink | density | ideal | ms (1 thr) | speedup (1) | eff (1) "
+                 "| cached ms (1) | ms (2 thr) | speedup (2) | eff (2) | cached ms (2) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    def key_of(row):
+        return (row["pattern"], row["param"], row.get("sink", True))
+    keys = [key_of(row) for row in sub[0]["result"]["rows"]]
     for key in keys:
-        cells = [key[0], f"{key[1]:g}"]
+        sink = "-" if key[0] != "block_sparse" else ("yes" if key[2] else "no")
+        cells = [key[0], f"{key[1]:g}", sink]
         dens = None
         per = []
         for threads in (1, 2):
-            ms, sp = [], []
+            ms, sp, cached = [], [], []
             for r in sub:
                 if r["threads"] != threads:
                     continue
                 for row in r["result"]["rows"]:
-                    if (row["pattern"], row["param"]) == key:
+                    if key_of(row) == key:
                         ms.append(row["time_ms"]); sp.append(row["speedup"]); dens = row["density"]
+                        cached.append(row.get("cached_ms", 0.0))
+            eff = statistics.median(sp) * dens if sp else None
             per += [f"{statistics.median(ms):.2f}" if ms else "-",
-                    f"{statistics.median(sp):.2f}x" if sp else "-"]
-        lines.append("| " + " | ".join(cells + [f"{dens:.3f}"] + per) + " |")
+                    f"{statistics.median(sp):.2f}x" if sp else "-",
+                    f"{100 * eff:.0f}%" if eff is not None else "-",
+                    f"{statistics.median(cached):.2f}" if cached and statistics.median(cached) > 0 else "-"]
+        lines.append("| " + " | ".join(cells + [f"{dens:.3f}", f"{1 / dens:.2f}x"] + per) + " |")
     lines.append("")
+lines.append("density: fraction of q.k pairs computed; ideal = 1/density, the speedup of a kernel as "
+             "fast per computed pair as dense SDPA; eff = speedup / ideal. Each row is timed "
+             "interleaved with dense SDPA calls. block_sparse `ms` rebuilds its mask and plan every "
+             "call (mask_refresh 1); `cached ms` reuses them (the steps between refreshes). sink: "
+             "first-frame rows and columns dense (RainFusion2.0's default).")
+lines.append("")
 open(out_md, "w").write("\n".join(lines))
 PY
 echo "bench-cpu: wrote $out_md and $out_json"

@@ -390,7 +390,8 @@ TEST_CASE("CheckFinite catches NaN, +inf and -inf anywhere and accepts huge fini
   REQUIRE_NOTHROW(CheckFinite(huge, huge, -huge));
 }
 
-TEST_CASE("sparse plan: full rows, dense columns merged by LSE, exact-count chunks", "[kernels]") {
+TEST_CASE("sparse plan: one item per (g, query block), kept blocks merged into key spans",
+          "[kernels]") {
   // Partial last video block, text at the back, partial query sets per batch row, two heads.
   const ModelGeometry m = SmallModel({3, 6, 7}, 5, TextPosition::kBack, 2, 32);
   const Layout lay = BuildLayout(m, TokenOrder{}, 16);
@@ -417,30 +418,81 @@ TEST_CASE("sparse plan: full rows, dense columns merged by LSE, exact-count chun
       CHECK(MaxDiff(got.out[g], NaiveAttention(q[g], k[g], v[g], tm)) < kTol);
     }
     CHECK(plan.pairs == pairs);
+    // Every query row of every g is in exactly one item; pieces are ascending, disjoint and at
+    // most kKeyChunk long; an item's keys are its pieces' lengths.
+    std::set<std::pair<int64_t, int64_t>> seen;
+    for (const SparsePlan::Item& it : plan.items) {
+      for (int64_t i = 0; i < it.q_count; ++i)
+        CHECK(seen.insert({it.g, plan.q_rows[static_cast<size_t>(it.q_begin + i)]}).second);
+      int64_t keys = 0, last_end = -1;
+      for (int64_t x = 0; x < it.piece_count; ++x) {
+        const SparsePlan::Piece& pc = plan.pieces[static_cast<size_t>(it.piece_begin + x)];
+        CHECK(pc.len >= 1);
+        CHECK(pc.len <= SparsePlan::kKeyChunk);
+        CHECK(pc.begin >= last_end);
+        last_end = pc.begin + pc.len;
+        keys += pc.len;
+      }
+      CHECK(last_end <= n);
+      CHECK(it.keys == keys);
+    }
+    CHECK(static_cast<int64_t>(seen.size()) == batch * heads * nq);
     return plan;
   };
-  SECTION("sink and text columns are dense columns; one full row block, uniform over g") {
+  SECTION("sink and text columns, one dense row block, scattered blocks") {
     torch::Tensor mask = torch::rand({batch * heads, nb, nb}) < 0.3;
     mask.narrow(2, lay.video_blocks, lay.text_blocks).fill_(true);
     mask.narrow(2, 0, 2).fill_(true);  // sink columns
     for (int64_t r = 0; r < nb; ++r) mask.select(1, r).select(1, 3 + r % 5).fill_(true);
     mask.narrow(1, 2, 1).fill_(true);  // a dense row block for every g
-    const SparsePlan plan = check(mask);
-    CHECK(plan.dense.keys >= 32);  // the merge path ran
-    CHECK(plan.full_count >= 0);
-    CHECK(plan.chunks.size() >= 2);
+    check(mask);
   }
-  SECTION("full rows differ per g; no common column") {
+  SECTION("a different dense row block per g") {
     torch::Tensor mask = torch::rand({batch * heads, nb, nb}) < 0.4;
     for (int64_t r = 0; r < nb; ++r) mask.select(1, r).select(1, r).fill_(true);
     mask[1].narrow(0, 4, 1).fill_(true);
-    const SparsePlan plan = check(mask);
-    CHECK(plan.dense.keys == 0);
-    CHECK(plan.full_count == -1);
+    check(mask);
   }
-  SECTION("every row full") {
+  SECTION("every row full: one span of all n keys per item, cut into kKeyChunk pieces") {
     const SparsePlan plan = check(torch::ones({batch * heads, nb, nb}, torch::kBool));
-    CHECK(plan.chunks.empty());
+    for (const SparsePlan::Item& it : plan.items) {
+      CHECK(it.keys == n);
+      CHECK(it.piece_count == (n + SparsePlan::kKeyChunk - 1) / SparsePlan::kKeyChunk);
+    }
+  }
+  SECTION("plan and inputs that do not match are rejected") {
+    const SparsePlan plan = BuildSparsePlan(lay, torch::ones({batch * heads, nb, nb}, torch::kBool),
+                                            q_block, heads, 32);
+    REQUIRE_THROWS_AS(RunSparsePlan(plan, q.narrow(1, 0, nq - 1), k, v), ShapeError);
+    REQUIRE_THROWS_AS(RunSparsePlan(plan, q.to(torch::kFloat64), k, v), ShapeError);
+  }
+}
+
+TEST_CASE("sparse plan: long key spans over several score tiles, peaked logits, batch 2",
+          "[kernels]") {
+  // 1200+ keys: full rows run three tiles, so the online softmax rescales across tiles; scaled-up
+  // q makes each row's maximum move between tiles. Text front, block 48 (grid not divisible).
+  for (const int64_t d : {32, 64, 128}) {
+    const ModelGeometry m = SmallModel({4, 15, 20}, 7, TextPosition::kFront, 2, d);
+    const Layout lay = BuildLayout(m, TokenOrder{TokenOrderKind::kTiles, {1, 8, 8}}, 48);
+    const int64_t n = m.tokens(), nb = lay.blocks(), batch = 2, heads = 2;
+    torch::manual_seed(300 + d);
+    torch::Tensor mask = torch::rand({batch * heads, nb, nb}) < 0.25;
+    mask.narrow(2, lay.video_blocks, lay.text_blocks).fill_(true);
+    mask.narrow(1, 0, 6).fill_(true);  // full rows: spans of every key
+    const torch::Tensor q_block = lay.block_of.unsqueeze(0).expand({batch, n}).contiguous();
+    const torch::Tensor q = Rand(310 + d, {batch * heads, n, d}) * 3.0;
+    const torch::Tensor k = Rand(320 + d, {batch * heads, n, d}), v = Rand(330 + d, {batch * heads, n, d});
+    const SparsePlan plan = BuildSparsePlan(lay, mask, q_block, heads, d);
+    const AttentionOutput got = RunSparsePlan(plan, q, k, v);
+    for (int64_t g = 0; g < batch * heads; ++g) {
+      const torch::Tensor tm = mask[g].index_select(0, lay.block_of).index_select(1, lay.block_of);
+      CHECK(MaxDiff(got.out[g], NaiveAttention(q[g], k[g], v[g], tm)) < kTol);
+      torch::Tensor s = torch::matmul(q[g].to(torch::kFloat64), k[g].to(torch::kFloat64).t()) /
+                        std::sqrt(static_cast<double>(d));
+      s.masked_fill_(tm.logical_not(), -std::numeric_limits<double>::infinity());
+      CHECK(MaxDiff(got.lse[g], s.logsumexp(1)) < 1e-4);
+    }
   }
 }
 
