@@ -16,8 +16,10 @@
 // one at the end of every evaluate() batch. A candidate's dense latency is the mean of the
 // reference measurements just before and just after it, so slow drift of the machine (load,
 // frequency) cancels. The first reference is taken only after `start_warmup` untimed dense
-// generations: a fresh process runs its first few generations slower (lazy initialisation, page
-// faults of the first allocations), and one warm-up generation was measured not to be enough.
+// generations, and the constructor fixes glibc malloc's mmap/trim thresholds for the process:
+// with the defaults, libtorch's tensors were mmapped afresh every generation and the page-fault
+// cost fell as the process aged, so a baseline measured first was too slow (#4;
+// benchmarks/cpu-evaluate.md).
 // A failing candidate (bad schedule, geometry mismatch, exception, NaN/Inf) gives ok=false.
 // Not thread-safe; deterministic for fixed seeds and thread count.
 #pragma once
@@ -95,8 +97,8 @@ class Evaluator : public CandidateEvaluator {
   };
   std::vector<EvalResult> evaluate_pending(const std::vector<Pending>& pending);
   void ensure_dense();
-  // Times the dense schedule exactly as a candidate, records it in dense_refs_ and returns it as
-  // a result (latency, density, kernels; no quality).
+  // Runs the dense schedule exactly as a candidate (timed and scored: PSNR 100), records it in
+  // dense_refs_ and returns its result with speedup 1.
   EvalResult measure_dense_reference();
   const torch::Tensor& dense_output(const SampleSpec& sample);
   // Times and scores one candidate (held-out samples too when `heldout` and enabled); speedup
