@@ -257,6 +257,10 @@ extern "C" void sgemm_(const char* transa, const char* transb, const int* m, con
                        const int* k, const float* alpha, const float* a, const int* lda,
                        const float* b, const int* ldb, const float* beta, float* c,
                        const int* ldc);
+// MKL's thread count for the calling thread (C interface; weak: absent with another BLAS). The
+// item threads run their matmuls single-threaded: left alone, MKL opened its own threads inside
+// libtorch's parallel region and 2-thread calls ran 10-30x slower than 1-thread ones (measured).
+extern "C" int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
 
 // Row-major C[m x n] = alpha * A[m x k] · B[n x k]ᵀ + beta * C (column-major: Cᵀ = B · Aᵀ).
 void GemmABt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -470,10 +474,12 @@ AttentionOutput RunSparsePlan(const SparsePlan& p, const torch::Tensor& q, const
   std::atomic<int64_t> next{0};
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_items));
   at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    const int previous = MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : 0;
     ItemScratch w(p.max_queries, d);
     for (int64_t t = begin; t < end; ++t)
       for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1))
         RunItem(p, p.items[static_cast<size_t>(i)], qp, kp, vp, scale, w, op, lp);
+    if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(previous);
   });
   return {out, lse};
 }
