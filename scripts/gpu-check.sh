@@ -99,7 +99,7 @@ cat >"$OUT/gpu-small-block-sparse.json" <<'JSON'
 {
   "format": "sparsetune.schedule",
   "version": 1,
-  "model": {"name": "tiny-vdit/gpu-small", "layers": 12, "heads": 6, "head_dim": 64,
+  "model": {"name": "tiny-vdit/gpu-small", "layers": 6, "heads": 3, "head_dim": 64,
             "grid": [16, 32, 32], "text_tokens": 8, "text_position": "front", "steps": 30},
   "block_size": 64,
   "token_order": {"kind": "tiles", "tile": [1, 8, 8]},
