@@ -84,7 +84,12 @@ bool GenerationalStrategy::finished() const {
 Genome GenerationalStrategy::Novel(Genome g, bool* immigrant) {
   auto fix = [this](Genome& x) {
     space_.Normalize(&x);
-    if (repair_) x = Repair(x, space_, cost_, target_ratio_, rng_);
+    if (!repair_) return;
+    Genome repaired = Repair(x, space_, cost_, target_ratio_, rng_);
+    // When the cost model predicts few feasible genomes, repair pulls every child toward the
+    // same fast corners: a repaired repeat measures nothing new, the unrepaired novel genome
+    // does (seen in the default job on trained weights: 81 of 100 proposals reused).
+    if (!Seen(repaired) || Seen(x)) x = std::move(repaired);
   };
   if (immigrant != nullptr) *immigrant = false;
   fix(g);
