@@ -32,6 +32,23 @@ struct ProfileCliOptions {
   int overhead_rounds = 0;  // > 0: measure CUPTI's overhead in this many rounds instead
 };
 
+ProfileOptions ToProfileOptions(const ProfileCliOptions& o) {
+  ProfileOptions options;
+  if (!o.schedule.empty()) {
+    options.schedule = LoadSchedule(o.schedule);
+    options.schedule_name = o.schedule;
+  }
+  options.warmup = o.warmup;
+  options.repeats = o.repeats;
+  return options;
+}
+
+EvaluatorOptions ProgressToStderr() {
+  EvaluatorOptions options;
+  options.progress = [](const std::string& line) { std::cerr << line << "\n"; };
+  return options;
+}
+
 // `--overhead N`: plain vs CUPTI-traced generations, both timed with CUDA events.
 int RunOverhead(const ProfileCliOptions& o) {
   if (!o.trace.empty()) throw InputError("--overhead and --trace cannot be combined");
@@ -40,16 +57,8 @@ int RunOverhead(const ProfileCliOptions& o) {
     throw InputError(o.config + ": field 'device.device': is '" + config.device.device +
                      "'; --overhead measures CUPTI on \"cuda\" configs");
   }
-  ProfileOptions options;
-  if (!o.schedule.empty()) {
-    options.schedule = LoadSchedule(o.schedule);
-    options.schedule_name = o.schedule;
-  }
-  options.warmup = o.warmup;
-  options.repeats = o.repeats;
-  EvaluatorOptions evaluator_options;
-  evaluator_options.progress = [](const std::string& line) { std::cerr << line << "\n"; };
-  Evaluator evaluator(config, evaluator_options);
+  const ProfileOptions options = ToProfileOptions(o);
+  Evaluator evaluator(config, ProgressToStderr());
   std::cerr << "measuring CUPTI overhead of " << options.schedule_name << " on "
             << evaluator.device_name() << " (" << o.overhead_rounds << " rounds)\n";
   const OverheadReport r = ProfileOverhead(evaluator, options, o.overhead_rounds);
@@ -91,16 +100,8 @@ void PrintRows(const Json& rows, bool with_category) {
 int RunProfile(const ProfileCliOptions& o) {
   if (o.overhead_rounds > 0) return RunOverhead(o);
   const JobConfig config = LoadJobConfig(o.config);
-  ProfileOptions options;
-  if (!o.schedule.empty()) {
-    options.schedule = LoadSchedule(o.schedule);
-    options.schedule_name = o.schedule;
-  }
-  options.warmup = o.warmup;
-  options.repeats = o.repeats;
-  EvaluatorOptions evaluator_options;
-  evaluator_options.progress = [](const std::string& line) { std::cerr << line << "\n"; };
-  Evaluator evaluator(config, evaluator_options);
+  const ProfileOptions options = ToProfileOptions(o);
+  Evaluator evaluator(config, ProgressToStderr());
   std::cerr << "profiling " << options.schedule_name << " on " << evaluator.device_name() << "\n";
   const ProfileReport report = ProfileGeneration(evaluator, options);
 

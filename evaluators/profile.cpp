@@ -6,6 +6,17 @@
 
 namespace sparsetune {
 
+namespace {
+
+// The schedule a profile runs: options.schedule checked against the workload, else dense.
+Schedule ScheduleToProfile(Evaluator& evaluator, const ProfileOptions& options) {
+  if (!options.schedule) return evaluator.base_schedule();
+  CheckGeometryMatches(*options.schedule, evaluator.workload().geometry(), options.schedule_name);
+  return *options.schedule;
+}
+
+}  // namespace
+
 ProfileReport ProfileGeneration(Evaluator& evaluator, const ProfileOptions& options) {
   const JobConfig& config = evaluator.config();
   Workload& workload = evaluator.workload();
@@ -23,11 +34,7 @@ ProfileReport ProfileGeneration(Evaluator& evaluator, const ProfileOptions& opti
   }
   if (!config.workload.calibration.empty()) report.sample = config.workload.calibration.front();
 
-  Schedule schedule = evaluator.base_schedule();
-  if (options.schedule) {
-    CheckGeometryMatches(*options.schedule, workload.geometry(), options.schedule_name);
-    schedule = *options.schedule;
-  }
+  const Schedule schedule = ScheduleToProfile(evaluator, options);
   const bool cuda = config.device.device == "cuda";
   std::string why;
   std::unique_ptr<Profiler> profiler = MakeProfiler(cuda, &why);
@@ -57,11 +64,7 @@ OverheadReport ProfileOverhead(Evaluator& evaluator, const ProfileOptions& optio
       options.repeats >= 1 ? options.repeats : static_cast<int>(config.latency.repeats);
   SampleSpec sample;
   if (!config.workload.calibration.empty()) sample = config.workload.calibration.front();
-  Schedule schedule = evaluator.base_schedule();
-  if (options.schedule) {
-    CheckGeometryMatches(*options.schedule, workload.geometry(), options.schedule_name);
-    schedule = *options.schedule;
-  }
+  const Schedule schedule = ScheduleToProfile(evaluator, options);
   torch::NoGradGuard no_grad;
   Runtime runtime(schedule);
   return MeasureCuptiOverhead([&] { workload.run(sample, runtime); },
