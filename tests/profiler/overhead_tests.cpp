@@ -76,7 +76,11 @@ TEST_CASE("MeasureCuptiOverhead on a GPU compares plain and traced runs", "[prof
 #if !SPARSETUNE_WITH_CUPTI
   WARN("skipped: built without CUPTI");
 #else
-  test::VectorAdd op(1 << 22, 77);
+  // 32M floats per vector: each add is ~100 us of device work, so the region is device-bound
+  // like a generation's attention calls. With 4M floats (~20 us each) an H200 measured 128%
+  // (plain 178 us, traced 406 us for 8 memsets + 8 kernels: a fixed cost of ~14 us per record
+  // dominated such short launches).
+  test::VectorAdd op(1 << 25, 77);
   // Several launches per run so the region is longer than the event resolution.
   const auto region = [&] {
     for (int i = 0; i < 8; ++i) op.run();
