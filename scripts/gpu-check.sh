@@ -129,6 +129,15 @@ else
   NAMES+=("run"); RESULTS+=("SKIPPED"); TIMES+=(0)
 fi
 
+# The best feasible candidate's per-category table (issue #6's evidence: dense vs best schedule).
+if [[ -f "$OUT/gpu.sqlite" ]] && "$BIN" export --db "$OUT/gpu.sqlite" --job 1 --best \
+     -o "$OUT/gpu-small-best.json" >"$OUT/export-best.log" 2>&1; then
+  step profile-best 60 "$BIN" profile configs/gpu-small.json --schedule "$OUT/gpu-small-best.json" \
+    --json --top 15
+else
+  echo "=== [profile-best] skipped: no best feasible candidate ($(tail -n 1 "$OUT/export-best.log" 2>/dev/null))"
+fi
+
 # ---- summary -------------------------------------------------------------------------------------
 {
   echo
@@ -138,7 +147,7 @@ fi
     printf '  %-22s %-10s %6s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}"
   done
   grep -E "tests passed|tests failed|Passed|Failed" "$OUT/ctest.log" | tail -n 15
-  for f in profile-dense profile-block-sparse; do
+  for f in profile-dense profile-block-sparse profile-best; do
     python3 - "$OUT/$f.log" "$f" <<'PY' 2>/dev/null
 import json, sys
 for line in open(sys.argv[1]):
