@@ -1,5 +1,5 @@
-// `sparsetune validate FILE [--config CONFIG]`: checks a job config or a schedule file; with
-// --config, a schedule must also match the geometry of the config's workload.
+// `sparsetune validate FILE [--config CONFIG]`: checks a job config, a train config or a schedule
+// file; with --config, a schedule must also match the geometry of the config's workload.
 #include <iostream>
 #include <memory>
 #include <string>
@@ -9,6 +9,7 @@
 #include "core/job_config.h"
 #include "evaluators/workload.h"
 #include "kernels/schedule.h"
+#include "train/train_config.h"
 
 namespace sparsetune::cli {
 
@@ -36,6 +37,18 @@ int ValidateSchedule(const ValidateOptions& o) {
   return 0;
 }
 
+// A train config (configs/train-*.json) names a preset at the top level and has no workload.
+bool LooksLikeTrainConfig(const Json& document) {
+  return document.is_object() && document.contains("preset") && !document.contains("workload");
+}
+
+int ValidateTrainConfig(const ValidateOptions& o) {
+  const TrainConfig t = LoadTrainConfig(o.file);
+  std::cout << o.file << ": valid train config '" << t.name << "' (preset " << t.preset << ", "
+            << t.steps << " steps of batch " << t.batch << " on " << t.device << ")\n";
+  return 0;
+}
+
 int RunValidate(const ValidateOptions& o) {
   const Json document = LoadJsonFile(o.file);
   if (LooksLikeSchedule(document)) return ValidateSchedule(o);
@@ -43,6 +56,7 @@ int RunValidate(const ValidateOptions& o) {
     throw InputError(o.file + ": --config is for schedule files; this is not a schedule (no "
                               "\"format\": \"sparsetune.schedule\")");
   }
+  if (LooksLikeTrainConfig(document)) return ValidateTrainConfig(o);
   const JobConfig job = LoadJobConfig(o.file);
   std::cout << o.file << ": valid job config '" << job.name << "' (workload " << job.workload.kind;
   if (job.workload.kind == "tiny-vdit") std::cout << "/" << job.workload.preset;
@@ -58,10 +72,11 @@ void AddValidateCommand(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<ValidateOptions>();
   CLI::App* cmd = app.add_subcommand(
       "validate",
-      "Check a job config or a schedule file (told apart by \"format\": \"sparsetune.schedule\"). "
+      "Check a job config, a train config (a top-level \"preset\" and no \"workload\") or a "
+      "schedule file (\"format\": \"sparsetune.schedule\"). "
       "Exit 0 when valid; exit 2 with one line naming the file and the offending field "
       "otherwise.");
-  cmd->add_option("FILE", options->file, "Job config (JSON) or schedule file to check")
+  cmd->add_option("FILE", options->file, "Job config, train config or schedule file to check")
       ->required();
   cmd->add_option("--config", options->config,
                   "Job config whose workload geometry the schedule must match");

@@ -1,5 +1,7 @@
 // End-to-end checks of the `sparsetune` executable as a user runs it: exit codes, one-line errors,
 // help and version output.
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "tests/catch.h"
@@ -68,6 +70,34 @@ TEST_CASE("validate accepts the shipped default config", "[cli]") {
   auto ok = RunCommand(kCli + " validate " + kSource + "/configs/default.json");
   CHECK(ok.exit_code == 0);
   CHECK(ok.out.find("valid job config 'default'") != std::string::npos);
+}
+
+TEST_CASE("validate checks train configs as train configs", "[cli]") {
+  auto ok = RunCommand(kCli + " validate " + kSource + "/configs/train-cpu-tiny.json");
+  CHECK(ok.exit_code == 0);
+  CHECK(ok.out.find("valid train config 'cpu-tiny' (preset cpu-tiny") != std::string::npos);
+
+  // The shipped config with one field renamed or out of range.
+  std::ifstream in(kSource + "/configs/train-cpu-tiny.json");
+  const std::string shipped((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string text = shipped;
+    const size_t at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    return text.replace(at, from.size(), to);
+  };
+  TempDir dir;
+  WriteText(dir / "typo.json", with("\"steps\"", "\"stpes\""));
+  auto typo = RunCommand(kCli + " validate " + (dir / "typo.json").string());
+  CHECK(typo.exit_code == 2);
+  CHECK(Lines(typo.err) == 1);
+  CHECK(typo.err.find("typo.json: field 'steps': is required") != std::string::npos);
+
+  WriteText(dir / "zero.json", with("\"batch\": 32", "\"batch\": 0"));
+  auto zero = RunCommand(kCli + " validate " + (dir / "zero.json").string());
+  CHECK(zero.exit_code == 2);
+  CHECK(zero.err.find("zero.json: field 'batch': must be an integer in [1, 4096]") !=
+        std::string::npos);
 }
 
 TEST_CASE("profile --overhead rejects CPU configs and --trace with one line", "[cli]") {
