@@ -49,6 +49,7 @@ int RunShapeBench(BenchCliOptions& o) {
   c.dtype = o.dtype_given ? o.dtype : "bfloat16";
   c.device = o.device;
   c.seed = o.bench.seed;
+  c.geometry = g;
   if (o.bench.repeats < 1) throw InputError("bench attention: --repeats must be >= 1");
   std::string why;
   std::unique_ptr<Profiler> profiler = MakeProfiler(true, &why);

@@ -1,8 +1,12 @@
 #include "kernels/cuda/attn_bench.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <ctime>
+#include <string>
+#include <vector>
 
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -14,6 +18,9 @@
 #ifdef SPARSETUNE_CUDA_KERNELS
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime_api.h>
+
+#include "kernels/cuda/aux_ops.h"
+#include "kernels/layout.h"
 #endif
 
 namespace sparsetune {
@@ -48,6 +55,86 @@ std::string CardName(const torch::Device& device) {
   return "unknown";
 }
 
+// Mask prediction's token order: the tiles of configs/wan2.1-1.3b-shape.json for every shape (the
+// order changes which rows the pooling gathers, not how much it reads).
+constexpr std::array<int64_t, 3> kMaskTile = {1, 6, 4};
+
+bool HasGrid(const ModelGeometry& g) { return g.grid[0] > 0 || g.grid[1] > 0 || g.grid[2] > 0; }
+
+// The mask-prediction rows for every keep = 1 - sparsity (sparsity > 0), first-frame sink on, and
+// the text under the table. q, k, v are the bench's inputs in model order.
+void BenchMaskPredict(const CudaBenchOptions& o, const torch::Tensor& q, const torch::Tensor& k,
+                      const torch::Tensor& v, double dense_ms, const MeasureMs& measure,
+                      CudaBenchReport& report) {
+  std::vector<double> keeps;
+  for (double sp : o.sparsities)
+    if (sp > 0.0) keeps.push_back(1.0 - sp);
+  if (!HasGrid(o.geometry)) {
+    report.mask_predict_note = "mask prediction not measured: the bench was given no grid for this shape";
+    return;
+  }
+  if (keeps.empty()) {
+    report.mask_predict_note = "mask prediction not measured: no sparsity above 0 was requested";
+    return;
+  }
+#ifdef SPARSETUNE_CUDA_KERNELS
+  TokenOrder order;
+  order.kind = TokenOrderKind::kTiles;
+  order.tile = kMaskTile;
+  const Layout l = LayoutOn(BuildLayout(o.geometry, order, o.block), q.device());
+  cuda::MaskPrediction plain = cuda::EmptyMaskPrediction(l, q);
+  cuda::MaskPrediction fused = cuda::EmptyMaskPrediction(l, q, /*layout_copies=*/true);
+  torch::Tensor ql = torch::empty_like(q), kl = torch::empty_like(k), vl = torch::empty_like(v);
+  torch::Tensor out = torch::empty_like(q);  // O back in model order
+  const double pairs = static_cast<double>(o.batch * o.heads) * static_cast<double>(l.blocks()) *
+                       static_cast<double>(l.blocks());
+  for (double keep : keeps) {
+    auto add = [&](const std::string& path, const cuda::MaskPrediction& m,
+                   const std::function<void()>& region) {
+      MaskPredictRow row;
+      row.path = path;
+      row.keep = keep;
+      row.time_ms = measure(region);
+      row.share = row.time_ms / dense_ms;
+      row.density = static_cast<double>(m.row_ptr[-1].item<int64_t>()) / pairs;
+      report.mask_predict.push_back(row);
+    };
+    add("predict", plain, [&] { cuda::PredictBlockMaskInto(l, q, k, keep, true, plain); });
+    add("predict_qk_layout", fused, [&] { cuda::PredictBlockMaskInto(l, q, k, keep, true, fused); });
+    // The kernel's O is in layout order; ql stands in for it (same shape) on the way back.
+    add("predict_permute", plain, [&] {
+      cuda::PredictBlockMaskInto(l, q, k, keep, true, plain);
+      cuda::PermuteRowsInto(q, l.order, ql);
+      cuda::PermuteRowsInto(k, l.order, kl);
+      cuda::PermuteRowsInto(v, l.order, vl);
+      cuda::PermuteRowsInto(ql, l.position, out);
+    });
+    add("predict_qk_layout_permute", fused, [&] {
+      cuda::PredictBlockMaskInto(l, q, k, keep, true, fused);
+      cuda::PermuteRowsInto(v, l.order, vl);
+      cuda::PermuteRowsInto(fused.q_layout, l.position, out);
+    });
+  }
+  std::string text = "mask prediction (GPU, first-frame sink, tiles " +
+                     std::to_string(kMaskTile[0]) + "x" + std::to_string(kMaskTile[1]) + "x" +
+                     std::to_string(kMaskTile[2]) + ", same timer) as a share of dense_sdpa:";
+  char line[160];
+  for (const MaskPredictRow& r : report.mask_predict) {
+    std::snprintf(line, sizeof line, "\n  %-26s keep %.2f density %.3f %9.3f ms %6.2f %%",
+                  r.path.c_str(), r.keep, r.density, r.time_ms, 100.0 * r.share);
+    text += line;
+  }
+  report.mask_predict_note = text;
+#else
+  (void)q;
+  (void)k;
+  (void)v;
+  (void)dense_ms;
+  (void)measure;
+  report.mask_predict_note = "mask prediction not measured: this build has no CUDA kernels";
+#endif
+}
+
 }  // namespace
 
 CudaBenchReport BenchAttentionCuda(const CudaBenchOptions& o, const MeasureMs& measure) {
@@ -63,6 +150,9 @@ CudaBenchReport BenchAttentionCuda(const CudaBenchOptions& o, const MeasureMs& m
   if (o.dtype == "float16") dtype = torch::kHalf;
   else if (o.dtype != "bfloat16")
     throw InputError("bench: the CUDA kernel takes bfloat16 or float16; got '" + o.dtype + "'");
+  if (HasGrid(o.geometry) && o.geometry.tokens() != o.tokens)
+    throw InputError("bench: the geometry has " + std::to_string(o.geometry.tokens()) +
+                     " tokens but tokens is " + std::to_string(o.tokens));
   if (!cuda::CudaKernelsBuilt()) throw InputError("bench: this build has no CUDA kernels");
   if (!torch::cuda::is_available()) throw InputError("bench: no CUDA device is available");
   torch::Device device(torch::kCUDA);
@@ -91,9 +181,6 @@ CudaBenchReport BenchAttentionCuda(const CudaBenchOptions& o, const MeasureMs& m
 
   CudaBenchReport report;
   report.card = CardName(device);
-  report.mask_predict_note =
-      "mask-prediction overhead not measured: the GPU mask prediction (kernels/cuda/aux_ops.h, "
-      "PredictBlockMask) is not wired into this bench yet";
 
   CudaBenchRow dense;
   dense.path = "dense_sdpa";
@@ -129,6 +216,7 @@ CudaBenchReport BenchAttentionCuda(const CudaBenchOptions& o, const MeasureMs& m
     const double flops = 4.0 * static_cast<double>(d) * pairs.sum().item<double>();
     add_row("ours_sparse", 1.0 - static_cast<double>(keep) / static_cast<double>(nb), flops, csr);
   }
+  BenchMaskPredict(o, q, k, v, dense.time_ms, measure, report);
   return report;
 }
 
@@ -145,7 +233,16 @@ Json CudaBenchToJson(const CudaBenchOptions& o, const CudaBenchReport& r,
   j["shape"] = {{"name", o.shape}, {"batch", o.batch}, {"heads", o.heads}, {"tokens", o.tokens},
                 {"head_dim", o.head_dim}, {"block", o.block}, {"dtype", o.dtype}};
   j["mask"] = "per row exactly max(1, round((1 - sparsity) * nb)) key blocks, uniform without replacement";
-  j["mask_predict"] = r.mask_predict_note;
+  Json mp = Json::array();
+  for (const MaskPredictRow& row : r.mask_predict)
+    mp.push_back({{"path", row.path}, {"keep", row.keep}, {"density", row.density},
+                  {"time_ms", row.time_ms}, {"share_of_dense_sdpa", row.share}});
+  j["mask_predict"] = mp;
+  j["mask_predict_setup"] =
+      "GPU PredictBlockMask (first-frame sink, token order tiles " + std::to_string(kMaskTile[0]) +
+      "x" + std::to_string(kMaskTile[1]) + "x" + std::to_string(kMaskTile[2]) +
+      ") and PermuteRows, same profiler and run as the rows; share = time_ms / dense_sdpa time_ms";
+  if (r.mask_predict.empty()) j["mask_predict_note"] = r.mask_predict_note;
   Json list = Json::array();
   for (const CudaBenchRow& row : r.rows)
     list.push_back({{"path", row.path}, {"sparsity", row.sparsity}, {"time_ms", row.time_ms},

@@ -3,6 +3,8 @@
 // the kernel at density 1, and the kernel at each block sparsity with a random mask: every
 // (b, h, query block) row keeps exactly max(1, round((1 - sparsity) * nb)) key blocks drawn
 // uniformly without replacement. Timing comes from the caller (the CLI passes the CUPTI profiler).
+// With the CUDA kernels built, the same run also times RainFusion2.0's mask prediction on the GPU
+// (kernels/cuda/aux_ops.h) and the permutations around the kernel, as shares of dense SDPA time.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "core/json_reader.h"
+#include "kernels/schedule.h"
 
 namespace sparsetune {
 
@@ -29,6 +32,9 @@ struct CudaBenchOptions {
   std::string dtype = "bfloat16";     // bfloat16 or float16
   std::string device = "cuda";        // CUDA device
   uint64_t seed = 0;                  // seed of q/k/v and the masks
+  // The shape's grid and text tokens, for mask prediction's token layout (tiles 1x6x4, the Wan
+  // config's order); its tokens() must equal `tokens`. An all-zero grid skips mask prediction.
+  ModelGeometry geometry;
 };
 
 struct CudaBenchRow {
@@ -40,10 +46,24 @@ struct CudaBenchRow {
   double peak_mib = 0.0;      // peak allocated device memory during one call (inputs included), MiB
 };
 
+// Mask prediction and the permutations the runtime wraps around the kernel, timed like the rows.
+struct MaskPredictRow {
+  // "predict": PredictBlockMask alone; "predict_qk_layout": the same writing q and k in layout
+  // order (fused copies); "predict_permute": predict + q, k, v to layout order + O back to model
+  // order; "predict_qk_layout_permute": the fused variant + v to layout order + O back.
+  std::string path;
+  double keep = 0.0;      // requested fraction of key blocks kept per query block
+  double density = 0.0;   // realized fraction of (query block, key block) pairs kept (sink included)
+  double time_ms = 0.0;   // median device time of one call, milliseconds
+  double share = 0.0;     // time_ms / dense_sdpa time_ms
+};
+
 struct CudaBenchReport {
   std::string card;                 // device name from the CUDA runtime
   std::vector<CudaBenchRow> rows;   // dense_sdpa first
-  std::string mask_predict_note;    // why the mask-prediction column is empty, if it is
+  std::vector<MaskPredictRow> mask_predict;  // per keep (1 - each nonzero sparsity), four paths
+  // Printed under the table: the mask-prediction rows as text, or why there are none.
+  std::string mask_predict_note;
 };
 
 // Throws InputError for bad options or no CUDA kernels/device.
