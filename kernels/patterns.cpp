@@ -104,6 +104,13 @@ torch::Tensor StaticPatternMask(const Layout& l, PatternKind kind, double densit
 
 torch::Tensor BlockSparseMask(const Layout& l, const torch::Tensor& q, const torch::Tensor& k,
                               const torch::Tensor& q_block, double keep, bool first_frame_sink) {
+  return BuildBlockSparseMask(l, q, k, q_block, keep, first_frame_sink).mask;
+}
+
+BlockSparseMaskResult BuildBlockSparseMask(const Layout& l, const torch::Tensor& q,
+                                           const torch::Tensor& k, const torch::Tensor& q_block,
+                                           double keep, bool first_frame_sink,
+                                           const torch::Tensor& previous) {
   const int64_t nb = l.blocks();
   const int64_t batch = k.size(0);
   const int64_t d = k.size(2);
@@ -123,8 +130,14 @@ torch::Tensor BlockSparseMask(const Layout& l, const torch::Tensor& q, const tor
       sum[b].index_add_(0, q_block[b], q[b].to(torch::kFloat32));
       cnt[b].index_add_(0, q_block[b], torch::ones({q_block.size(1)}, f32));
     }
-    const torch::Tensor has = (cnt > 0).unsqueeze(-1);
-    qp = torch::where(has, sum / cnt.clamp_min(1.0).unsqueeze(-1), kp);
+    if (previous.defined() && previous.sizes() == sum.sizes()) {
+      // Left-out tokens count at the previous representative (a full selection ignores it).
+      const torch::Tensor missing = (len.squeeze(-1).unsqueeze(0) - cnt).clamp_min(0.0);
+      qp = (sum + missing.unsqueeze(-1) * previous.to(f32)) / len;
+    } else {
+      const torch::Tensor has = (cnt > 0).unsqueeze(-1);
+      qp = torch::where(has, sum / cnt.clamp_min(1.0).unsqueeze(-1), kp);
+    }
   }
   // Softmax over key blocks is monotone in the logits, so the ranking uses the logits directly.
   const torch::Tensor scores =
@@ -151,7 +164,7 @@ torch::Tensor BlockSparseMask(const Layout& l, const torch::Tensor& q, const tor
       mask.select(2, b).fill_(true);
     }
   }
-  return mask;
+  return {mask, qp};
 }
 
 std::array<double, 3> ArmRecall(const Layout& l, const torch::Tensor& q,

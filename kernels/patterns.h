@@ -24,6 +24,26 @@ int64_t SpatialRadius(int64_t frames, double density);
 torch::Tensor BlockSparseMask(const Layout& layout, const torch::Tensor& q, const torch::Tensor& k,
                               const torch::Tensor& q_block, double keep, bool first_frame_sink);
 
+// BlockSparseMask with the block query representatives it ranked by.
+struct BlockSparseMaskResult {
+  torch::Tensor mask;      // [B, nb, nb] bool
+  torch::Tensor pooled_q;  // [B, nb, D] float32: each block's query representative
+};
+
+// BlockSparseMask for a query selection that may leave tokens out (Astraea), given the pooled
+// queries of an earlier build of the same head (`previous` [B, nb, D] float32, or undefined).
+// With `previous`, a block's representative is its mean over ALL its tokens, each left-out token
+// counted at the block's previous representative: the representative then moves by 1/len of a
+// token when the selection changes by one token, as the full-q mean does. Without it (the
+// first build), left-out tokens are ignored as in BlockSparseMask: the mean of the few selected
+// queries of a block, or its pooled key, ranks by a representative that a one-token change of
+// the selection can swing, and a cached mask built so was seen to flip whole key blocks between
+// float32 and bf16 runs of the same schedule.
+BlockSparseMaskResult BuildBlockSparseMask(const Layout& layout, const torch::Tensor& q,
+                                           const torch::Tensor& k, const torch::Tensor& q_block,
+                                           double keep, bool first_frame_sink,
+                                           const torch::Tensor& previous = torch::Tensor());
+
 // ARM probe for one head: attention mass that spatial, temporal and textural at `density` keep on
 // sampled query/key pairs (see docs/runtime.md, "auto"). q: [B, Nq, D] model-order rows whose model
 // indices are `q_index` [B, Nq]; k: [B, N, D] model order.

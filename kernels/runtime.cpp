@@ -57,6 +57,7 @@ struct Runtime::State {
   // A block_sparse mask of one (layer, head) and when it was built.
   struct CachedMask {
     torch::Tensor mask;       // [B, nb, nb] bool
+    torch::Tensor pooled_q;   // [B, nb, D] float32 block query representatives of the build
     int64_t first_step = -1;  // first step this head ran block_sparse since reset()
     double keep = 0.0;        // parameters it was built with (a change forces a rebuild)
     bool sink = true;
@@ -305,9 +306,14 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
                            c.sink != p.first_frame_sink ||
                            (step - c.first_step) % p.mask_refresh == 0;
         if (stale) {
-          const torch::Tensor ql = q.select(1, h);
-          c.mask = BlockSparseMask(lay, ql, keys_in_layout().select(1, h), q_block, p.keep,
-                                   p.first_frame_sink);
+          // A partial selection pools each block's left-out queries at the previous build's
+          // representative (BuildBlockSparseMask), so the mask does not hinge on which few
+          // queries of a block Astraea happened to select.
+          BlockSparseMaskResult r = BuildBlockSparseMask(
+              lay, q.select(1, h), keys_in_layout().select(1, h), q_block, p.keep,
+              p.first_frame_sink, c.mask.defined() ? c.pooled_q : torch::Tensor());
+          c.mask = r.mask;
+          c.pooled_q = r.pooled_q;
           c.keep = p.keep;
           c.sink = p.first_frame_sink;
           c.serial = ++st.mask_serial;
