@@ -534,11 +534,29 @@ AttentionOutput DenseAttention(const torch::Tensor& q, const torch::Tensor& k,
   AttentionOutput res;
   const bool half = q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf;
   if (need_lse && half && q.size(3) <= 256 && q.size(3) % 8 == 0) {
-    // The flash backend returns the log-sum-exp it computes anyway (float32 [B, H, N]), so
-    // Astraea's token scores cost nothing extra; the explicit path below is ~6x slower than
-    // dense attention at gpu-small's size (measured on an H200).
-    auto flash = at::_scaled_dot_product_flash_attention(q.contiguous(), k.contiguous(),
-                                                         v.contiguous());
+    // cuDNN's and the flash backend's kernels return the log-sum-exp they compute anyway, so
+    // Astraea's token scores cost nothing extra (the explicit path below is ~6x slower than dense
+    // attention at gpu-small's size, measured on an H200). cuDNN first: it is the backend plain
+    // SDPA picks on Hopper, and flash ran at ~0.6x its rate there. A build or card whose cuDNN
+    // rejects the call throws c10::Error once; every later call goes straight to flash.
+    static std::atomic<bool> cudnn_failed{false};
+    const torch::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+    if (!cudnn_failed.load(std::memory_order_relaxed)) {
+      try {
+        auto r = at::_scaled_dot_product_cudnn_attention(qc, kc, vc, std::nullopt,
+                                                         /*compute_log_sumexp=*/true, 0.0,
+                                                         /*is_causal=*/false,
+                                                         /*return_debug_mask=*/false, scale);
+        res.out = std::get<0>(r);
+        // cuDNN's statistics are [B, H, Nq, 1]: drop the trailing 1.
+        res.lse = std::get<1>(r).to(torch::kFloat32).reshape({q.size(0), q.size(1), q.size(2)});
+        return res;
+      } catch (const c10::Error&) {
+        cudnn_failed.store(true, std::memory_order_relaxed);
+      }
+    }
+    auto flash = at::_scaled_dot_product_flash_attention(qc, kc, vc, 0.0, false, false, scale);
     res.out = std::get<0>(flash);
     res.lse = std::get<1>(flash).to(torch::kFloat32);
     return res;

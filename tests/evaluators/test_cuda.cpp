@@ -19,6 +19,7 @@
 #include "evaluators/profile.h"
 #include "evaluators/tiny_vdit_workload.h"
 #include "evaluators/workload.h"
+#include "kernels/block_attention.h"
 #include "kernels/runtime.h"
 #include "kernels/schedule.h"
 #include "tests/catch.h"
@@ -200,6 +201,44 @@ TEST_CASE("CUDA block-sparse kernel path matches the CPU runtime within the bf16
     Schedule s = KernelBlocksFor(g, MakePattern(PatternKind::kBlockSparse, 0.5));
     s.token_budget = {1.0, 1.0, 0.5, 0.6, 0.5, 1.0};
     CheckAgainstCpu("kernel astraea", s, 24);
+  }
+}
+
+TEST_CASE("CUDA dense attention's LSE is the natural-log float32 [B, H, N] of its scores",
+          "[cuda]") {
+  if (!CudaOrSkip()) return;
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(31);
+  for (const torch::ScalarType dt : {torch::kBFloat16, torch::kHalf}) {
+    for (const int64_t d : {64, 128}) {
+      INFO("dtype " << c10::toString(dt) << ", D " << d);
+      const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dt);
+      const torch::Tensor q = torch::randn({2, 3, 300, d}).to(opts);
+      const torch::Tensor k = torch::randn({2, 3, 300, d}).to(opts);
+      const torch::Tensor v = torch::randn({2, 3, 300, d}).to(opts);
+      const AttentionOutput r = DenseAttention(q, k, v, /*need_lse=*/true);
+      REQUIRE(r.lse.defined());
+      CHECK(r.lse.scalar_type() == torch::kFloat32);
+      CHECK(r.lse.sizes() == torch::IntArrayRef({2, 3, 300}));
+      CHECK(r.lse.is_cuda());
+      // Explicit float32 on the same rounded inputs.
+      const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+      const torch::Tensor s =
+          torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(2, 3)) * scale;
+      const torch::Tensor ref_lse = s.logsumexp(-1);
+      const torch::Tensor ref_out = torch::matmul(torch::softmax(s, -1), v.to(torch::kFloat32));
+      // The inputs are exact in float32 and the kernels accumulate q·k in float32: the LSE differs
+      // by summation order only (log2 units or a missing scale would be off by O(1)).
+      CHECK((r.lse - ref_lse).abs().max().item<double>() < 1e-2);
+      CHECK(RelL2(r.out, ref_out) < 2 * NaiveBf16Error(q.to(torch::kCPU, torch::kFloat32),
+                                                       k.to(torch::kCPU, torch::kFloat32),
+                                                       v.to(torch::kCPU, torch::kFloat32)) +
+                                        1e-3);
+      // Without need_lse: the same output, no LSE.
+      const AttentionOutput plain = DenseAttention(q, k, v, /*need_lse=*/false);
+      CHECK_FALSE(plain.lse.defined());
+      CHECK(RelL2(plain.out, r.out) < 1e-2);
+    }
   }
 }
 
