@@ -90,12 +90,16 @@ struct Runtime::State {
     int64_t pairs = 0;
   };
   std::map<std::vector<int64_t>, CudaPlan> cuda_plans;
+  // layout.order as int32 on the layout's device: the CUDA kernel's row index, through which it
+  // reads q/k/v and writes out/lse in model order (no permuted copies around the call).
+  torch::Tensor row_index;
 
   // Moves the layout to `device` (the device of the calls); masks built for another device are
   // dropped and rebuilt there.
   void use_device(const torch::Device& device) {
     if (layout.order.device() == device) return;
     layout = LayoutOn(layout, device);
+    row_index = torch::Tensor();
     static_masks.clear();
     plans.clear();
     cuda_plans.clear();
@@ -389,6 +393,9 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
           KeyTokensPerRow(lay, masks[static_cast<size_t>(h)]).gather(1, q_block).sum().item<int64_t>();
   }
 
+  // Off the CPU the dense kernel gives no LSE for free, and recording one costs a device->host
+  // copy: both happen only when Astraea reads the scores (some step has a token budget below 1).
+  const bool need_lse = q.device().is_cpu() || UsesTokenBudget(schedule_);
   torch::Tensor out, lse;
   if (reuse) {
     RippleOutput r = RippleAttention(lay, q, q_index, k, v, masks, SplitOf(m),
@@ -396,9 +403,6 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
     out = r.out, lse = r.lse;
     call.qk_macs_skipped = r.macs_skipped;
   } else {
-    // Off the CPU the dense kernel gives no LSE for free; it is computed only when Astraea reads
-    // it (some step has a token budget below 1).
-    const bool need_lse = q.device().is_cpu() || UsesTokenBudget(schedule_);
     if (hs == 0) {
       AttentionOutput d = DenseAttention(q, k, v, need_lse);
       out = d.out, lse = d.lse;
@@ -410,23 +414,29 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
       auto flat = [&](const torch::Tensor& x) {
         return (all_sparse ? x : x.index_select(1, hi)).reshape({batch * hs, x.size(2), x.size(3)});
       };
-      const torch::Tensor vl = PermuteTokens(v, lay.order);
       AttentionOutput s;
       if (cuda_plan != nullptr) {
-        // The kernel sees q, k, v in layout order as [B*hs, 1, N, D]; outputs go back to model
-        // order through the inverse permutation.
+        // The kernel sees q, k, v in MODEL order as [B*hs, 1, N, D] (views when every head is
+        // sparse and the inputs are contiguous) and cuts its blocks over layout positions through
+        // the row index; out and lse come back in model order.
         const int64_t g = batch * hs;
-        auto as4 = [&](const torch::Tensor& x) { return x.reshape({g, 1, n, m.head_dim}).contiguous(); };
+        if (!st.row_index.defined()) st.row_index = lay.order.to(torch::kInt32).contiguous();
+        auto as4 = [&](const torch::Tensor& x) {
+          return flat(x).reshape({g, 1, n, m.head_dim}).contiguous();
+        };
         AttentionOutput r = cuda::BlockSparseAttentionCuda(
-            as4(PermuteTokens(flat(q), lay.order)), as4(flat(keys_in_layout())), as4(flat(vl)),
-            cuda_plan->csr, 1.0 / std::sqrt(static_cast<double>(m.head_dim)));
-        s.out = PermuteTokens(r.out.view({g, n, m.head_dim}), lay.position);
-        s.lse = r.lse.view({g, n}).index_select(1, lay.position);
-      } else if (plan != nullptr) {
-        s = RunSparsePlan(*plan, flat(q), flat(keys_in_layout()), flat(vl));
+            as4(q), as4(k), as4(v), cuda_plan->csr,
+            1.0 / std::sqrt(static_cast<double>(m.head_dim)), /*validate=*/false, st.row_index);
+        s.out = r.out.view({g, n, m.head_dim});
+        s.lse = r.lse.view({g, n});
       } else {
-        s = MaskedAttention(lay, flat(q), q_block, flat(keys_in_layout()), flat(vl),
-                            stacked_mask(), hs);
+        const torch::Tensor vl = PermuteTokens(v, lay.order);
+        if (plan != nullptr) {
+          s = RunSparsePlan(*plan, flat(q), flat(keys_in_layout()), flat(vl));
+        } else {
+          s = MaskedAttention(lay, flat(q), q_block, flat(keys_in_layout()), flat(vl),
+                              stacked_mask(), hs);
+        }
       }
       if (all_sparse) {
         out = s.out.view({batch, heads, nq, m.head_dim});
@@ -444,7 +454,7 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
       }
     }
   }
-  if (lse.defined()) st.tokens.record_lse(layer, q_index, lse.mean(1));
+  if (lse.defined() && need_lse) st.tokens.record_lse(layer, q_index, lse.mean(1));
 
   call.pairs_total = batch * heads * n * n;
   call.tokens_total = batch * n;

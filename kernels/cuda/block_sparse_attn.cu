@@ -11,6 +11,8 @@
 // The softmax is online in the log2 domain (exp2f of a pre-scaled score). Tail keys past N are
 // zero-filled on load and masked to -inf; tail query rows are computed on zero rows and never
 // stored. Grid x runs over the query tiles of one (b, h), so neighbouring CTAs share K/V in L2.
+// With a row index (block_sparse_attn.h), blocks are cut over layout positions and every load and
+// store goes through it: tensors stay in the caller's token order, no permuted copies.
 // NOTES.md beside this file has the measurements of every version.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -98,10 +100,16 @@ __device__ __forceinline__ int Swz(int row, int chunk) {
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
 
-// Async copy of rows [row0, row0 + ROWS) of a [N, D] matrix into a swizzled tile; rows >= n are
-// zero-filled.
+// Source row of layout position `pos` (< n): row_index[pos], or pos itself without an index.
+__device__ __forceinline__ int SourceRow(const int32_t* row_index, int pos) {
+  return row_index == nullptr ? pos : __ldg(row_index + pos);
+}
+
+// Async copy of layout positions [row0, row0 + ROWS) of a [N, D] matrix into a swizzled tile
+// (position g reads row SourceRow(row_index, g)); positions >= n are zero-filled.
 template <int ROWS, int D, int THREADS, typename T>
-__device__ __forceinline__ void LoadTile(T* tile, const T* src, int row0, int n) {
+__device__ __forceinline__ void LoadTile(T* tile, const T* src, int row0, int n,
+                                         const int32_t* row_index) {
   constexpr int kChunksPerRow = D / 8;
   constexpr int kTotal = ROWS * kChunksPerRow;
   static_assert(kTotal % THREADS == 0, "tile chunks must divide evenly among threads");
@@ -112,7 +120,7 @@ __device__ __forceinline__ void LoadTile(T* tile, const T* src, int row0, int n)
     const int c = idx % kChunksPerRow;
     const int g = row0 + r;
     const bool valid = g < n;
-    const T* p = src + static_cast<int64_t>(valid ? g : 0) * D + c * 8;
+    const T* p = src + static_cast<int64_t>(valid ? SourceRow(row_index, g) : 0) * D + c * 8;
     CpAsync16(SmemAddr(tile + Swz<D>(r, c)), p, valid);
   }
 }
@@ -165,13 +173,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     return c;
   };
 
-  LoadTile<BQ, D, kThreads>(s_q, q, q0, n);
+  LoadTile<BQ, D, kThreads>(s_q, q, q0, n, p.row_index);
   CpAsyncCommit();
   int c = next_valid(0);
   if (c < total) {
     const int key0 = chunk_key0(c);
-    LoadTile<KC, D, kThreads>(s_k, k, key0, n);
-    LoadTile<KC, D, kThreads>(s_v, v, key0, n);
+    LoadTile<KC, D, kThreads>(s_k, k, key0, n, p.row_index);
+    LoadTile<KC, D, kThreads>(s_v, v, key0, n, p.row_index);
   }
   CpAsyncCommit();
   CpAsyncWait<1>();
@@ -210,8 +218,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int cn = next_valid(c + 1);
     if (cn < total) {
       const int nk0 = chunk_key0(cn);
-      LoadTile<KC, D, kThreads>(s_k + (stage ^ 1) * KC * D, k, nk0, n);
-      LoadTile<KC, D, kThreads>(s_v + (stage ^ 1) * KC * D, v, nk0, n);
+      LoadTile<KC, D, kThreads>(s_k + (stage ^ 1) * KC * D, k, nk0, n, p.row_index);
+      LoadTile<KC, D, kThreads>(s_v + (stage ^ 1) * KC * D, v, nk0, n, p.row_index);
     }
     CpAsyncCommit();
     CpAsyncWait<1>();
@@ -338,7 +346,8 @@ __global__ void __launch_bounds__(kThreads, 2)
       const float inv = l > 0.f ? 1.f / l : 0.f;
       const int rr = warp * 16 * MG + g * 16 + gq + r * 8;
       if (tq == 0 && q0 + rr < n)
-        lse[q0 + rr] = l > 0.f ? (m_run[g][r] * 0.6931471805599453f + logf(l)) : -INFINITY;
+        lse[SourceRow(p.row_index, q0 + rr)] =
+            l > 0.f ? (m_run[g][r] * 0.6931471805599453f + logf(l)) : -INFINITY;
 #pragma unroll
       for (int dt = 0; dt < kDTiles; ++dt) {
         const int col = dt * 8 + tq * 2;
@@ -356,7 +365,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int ch = idx % kChunksPerRow;
     const int qrow = q0 + rr;
     if (qrow < n)
-      *reinterpret_cast<uint4*>(o + static_cast<int64_t>(qrow) * D + ch * 8) =
+      *reinterpret_cast<uint4*>(o + static_cast<int64_t>(SourceRow(p.row_index, qrow)) * D +
+                                ch * 8) =
           *reinterpret_cast<const uint4*>(so + Swz<D>(rr, ch));
   }
 }
@@ -470,8 +480,10 @@ __device__ __forceinline__ int PanelSwz(int row, int chunk) {
   return (chunk >> 3) * ROWS * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
 }
 
+// LoadTile for the wgmma kernel's panel layout.
 template <int ROWS, int D, int THREADS, typename T>
-__device__ __forceinline__ void LoadPanelTile(T* tile, const T* src, int row0, int n) {
+__device__ __forceinline__ void LoadPanelTile(T* tile, const T* src, int row0, int n,
+                                              const int32_t* row_index) {
   constexpr int kChunksPerRow = D / 8;
   constexpr int kTotal = ROWS * kChunksPerRow;
   static_assert(kTotal % THREADS == 0, "tile chunks must divide evenly among threads");
@@ -482,7 +494,7 @@ __device__ __forceinline__ void LoadPanelTile(T* tile, const T* src, int row0, i
     const int c = idx % kChunksPerRow;
     const int g = row0 + r;
     const bool valid = g < n;
-    const T* p = src + static_cast<int64_t>(valid ? g : 0) * D + c * 8;
+    const T* p = src + static_cast<int64_t>(valid ? SourceRow(row_index, g) : 0) * D + c * 8;
     CpAsync16(SmemAddr(tile + PanelSwz<ROWS>(r, c)), p, valid);
   }
 }
@@ -536,13 +548,13 @@ __global__ void __launch_bounds__(128 * WG)
     return c;
   };
 
-  LoadPanelTile<BQ, D, kT>(s_q, q, q0, n);
+  LoadPanelTile<BQ, D, kT>(s_q, q, q0, n, p.row_index);
   CpAsyncCommit();
   int c = next_valid(0);
   if (c < total) {
     const int key0 = chunk_key0(c);
-    LoadPanelTile<KC, D, kT>(s_k, k, key0, n);
-    LoadPanelTile<KC, D, kT>(s_v, v, key0, n);
+    LoadPanelTile<KC, D, kT>(s_k, k, key0, n, p.row_index);
+    LoadPanelTile<KC, D, kT>(s_v, v, key0, n, p.row_index);
   }
   CpAsyncCommit();
 
@@ -563,8 +575,8 @@ __global__ void __launch_bounds__(128 * WG)
     const int cn = next_valid(c + 1);
     if (cn < total) {
       const int nk0 = chunk_key0(cn);
-      LoadPanelTile<KC, D, kT>(s_k + (stage ^ 1) * KC * D, k, nk0, n);
-      LoadPanelTile<KC, D, kT>(s_v + (stage ^ 1) * KC * D, v, nk0, n);
+      LoadPanelTile<KC, D, kT>(s_k + (stage ^ 1) * KC * D, k, nk0, n, p.row_index);
+      LoadPanelTile<KC, D, kT>(s_v + (stage ^ 1) * KC * D, v, nk0, n, p.row_index);
     }
     CpAsyncCommit();
     CpAsyncWait<1>();
@@ -653,7 +665,8 @@ __global__ void __launch_bounds__(128 * WG)
     const float inv = l > 0.f ? 1.f / l : 0.f;
     const int rr = warp * 16 + gq + r * 8;
     if (tq == 0 && q0 + rr < n)
-      lse[q0 + rr] = l > 0.f ? (m_run[r] * 0.6931471805599453f + logf(l)) : -INFINITY;
+      lse[SourceRow(p.row_index, q0 + rr)] =
+          l > 0.f ? (m_run[r] * 0.6931471805599453f + logf(l)) : -INFINITY;
 #pragma unroll
     for (int dt = 0; dt < kDTiles; ++dt) {
       const int col = dt * 8 + tq * 2;
@@ -670,7 +683,8 @@ __global__ void __launch_bounds__(128 * WG)
     const int ch = idx % kChunksPerRow;
     const int qrow = q0 + rr;
     if (qrow < n)
-      *reinterpret_cast<uint4*>(o + static_cast<int64_t>(qrow) * D + ch * 8) =
+      *reinterpret_cast<uint4*>(o + static_cast<int64_t>(SourceRow(p.row_index, qrow)) * D +
+                                ch * 8) =
           *reinterpret_cast<const uint4*>(so + PanelSwz<BQ>(rr, ch));
   }
 }

@@ -2,8 +2,9 @@
 // No torch here; kernels/cuda/ops.h is the libtorch boundary that checks tensors and calls this.
 //
 // ---- Block CSR format (shared with the mask-prediction kernel in kernels/cuda/mask_predict.cu) ----
-// Tokens are in the order of q/k/v (the runtime permutes them before the call), cut into blocks of
-// `block` tokens: nb = ceil(N / block) query blocks and as many key blocks; the last block of each
+// Blocks are cut over LAYOUT positions 0 .. N-1 (the tensors' own row order, or the positions a
+// row_index maps to rows, see BlockSparseAttnParams), in blocks of `block` tokens:
+// nb = ceil(N / block) query blocks and as many key blocks; the last block of each
 // is partial when N % block != 0 (its tail keys are masked, its tail query rows are not written).
 // One CSR row per (batch b, head h, query block qb), rows numbered r = (b * H + h) * nb + qb:
 //   row_ptr  int32 [B * H * nb + 1], row_ptr[0] == 0, non-decreasing, row_ptr[last] == nnz
@@ -33,6 +34,11 @@ struct BlockSparseAttnParams {
   const void* v = nullptr;        // [B, H, N, D] values, dtype
   void* o = nullptr;              // [B, H, N, D] output, dtype
   float* lse = nullptr;           // [B, H, N] natural-log log-sum-exp of the scaled scores, float32
+  // [N] layout position -> token row of q, k, v, o and lse (one permutation of [0, N) shared by
+  // every batch row and head), or nullptr: the tensors are in layout order themselves. Blocks
+  // are cut over layout positions; loads read and stores write the indexed rows, so the caller
+  // passes tensors in its own (model) order and gets o and lse back in that order.
+  const int32_t* row_index = nullptr;
   const int32_t* row_ptr = nullptr;  // [B * H * nb + 1] CSR row offsets (format above)
   const int32_t* col_idx = nullptr;  // [nnz] key-block indices (format above)
   int32_t nnz = 0;                // capacity (length) of col_idx; row_ptr values are clamped to it

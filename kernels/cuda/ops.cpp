@@ -89,6 +89,42 @@ void CheckCsrLayout(const BlockCsr& csr, int64_t rows, const torch::Device& devi
                      device.str());
 }
 
+// The optional row index's shape, dtype and layout: int32 [n], contiguous. Checked before q's
+// device, so these errors are reachable with CPU tensors (the tests run without a GPU).
+void CheckRowIndexLayout(const torch::Tensor& row_index, int64_t n) {
+  if (!row_index.defined()) return;
+  if (row_index.dim() != 1 || row_index.size(0) != n)
+    throw ShapeError(std::string(kWhere) + ": row_index must be [N] = [" + std::to_string(n) +
+                     "]; got " + ShapeString(row_index));
+  if (row_index.scalar_type() != torch::kInt32)
+    throw ShapeError(std::string(kWhere) + ": row_index must be int32; got " +
+                     std::string(c10::toString(row_index.scalar_type())));
+  if (!row_index.is_contiguous())
+    throw ShapeError(std::string(kWhere) + ": row_index must be contiguous");
+}
+
+// The row index on q's device; with `validate`, also a permutation of [0, n) (one device->host
+// copy).
+void CheckRowIndexValues(const torch::Tensor& row_index, int64_t n, const torch::Device& device,
+                         bool validate) {
+  if (!row_index.defined()) return;
+  if (row_index.device() != device)
+    throw ShapeError(std::string(kWhere) + ": row_index must be on q's device " + device.str() +
+                     "; got " + row_index.device().str());
+  if (!validate) return;
+  const torch::Tensor r = row_index.to(torch::kCPU);
+  const int32_t* p = r.data_ptr<int32_t>();
+  std::vector<char> seen(static_cast<size_t>(n), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    if (p[i] < 0 || p[i] >= n)
+      throw ShapeError(std::string(kWhere) + ": row_index[" + std::to_string(i) + "] = " +
+                       std::to_string(p[i]) + " is outside [0, " + std::to_string(n) + ")");
+    if (seen[static_cast<size_t>(p[i])])
+      throw ShapeError(std::string(kWhere) + ": row_index repeats row " + std::to_string(p[i]));
+    seen[static_cast<size_t>(p[i])] = 1;
+  }
+}
+
 }  // namespace
 
 bool CudaKernelsBuilt() {
@@ -140,7 +176,9 @@ void ValidateBlockCsr(const BlockCsr& csr, int64_t batch, int64_t heads, int64_t
 
 void BlockSparseAttentionCudaOut(const torch::Tensor& q, const torch::Tensor& k,
                                  const torch::Tensor& v, const BlockCsr& csr, double scale,
-                                 torch::Tensor& out, torch::Tensor& lse, bool validate) {
+                                 torch::Tensor& out, torch::Tensor& lse, bool validate,
+                                 const torch::Tensor& row_index) {
+  if (q.defined() && q.dim() == 4) CheckRowIndexLayout(row_index, q.size(2));
   CheckQkv(q, k, v);
   if (!std::isfinite(scale) || scale <= 0.0)
     throw InputError(std::string(kWhere) + ": scale must be finite and > 0; got " +
@@ -160,6 +198,7 @@ void BlockSparseAttentionCudaOut(const torch::Tensor& q, const torch::Tensor& k,
       lse.device() != q.device())
     throw ShapeError(std::string(kWhere) + ": lse must be a contiguous float32 [B, H, N] tensor on " +
                      q.device().str());
+  CheckRowIndexValues(row_index, n, q.device(), validate);
   if (validate) ValidateBlockCsr(csr, b, h, n);
 #ifdef SPARSETUNE_CUDA_KERNELS
   const c10::cuda::CUDAGuard guard(q.device());
@@ -171,6 +210,7 @@ void BlockSparseAttentionCudaOut(const torch::Tensor& q, const torch::Tensor& k,
   p.lse = lse.data_ptr<float>();
   p.row_ptr = csr.row_ptr.data_ptr<int32_t>();
   p.col_idx = csr.col_idx.data_ptr<int32_t>();
+  p.row_index = row_index.defined() ? row_index.data_ptr<int32_t>() : nullptr;
   p.nnz = static_cast<int32_t>(csr.col_idx.size(0));
   p.batch = static_cast<int32_t>(b);
   p.heads = static_cast<int32_t>(h);
@@ -191,12 +231,14 @@ void BlockSparseAttentionCudaOut(const torch::Tensor& q, const torch::Tensor& k,
 
 AttentionOutput BlockSparseAttentionCuda(const torch::Tensor& q, const torch::Tensor& k,
                                          const torch::Tensor& v, const BlockCsr& csr,
-                                         double scale, bool validate) {
+                                         double scale, bool validate,
+                                         const torch::Tensor& row_index) {
+  if (q.defined() && q.dim() == 4) CheckRowIndexLayout(row_index, q.size(2));
   CheckQkv(q, k, v);
   AttentionOutput res;
   res.out = torch::empty_like(q);
   res.lse = torch::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(torch::kFloat32));
-  BlockSparseAttentionCudaOut(q, k, v, csr, scale, res.out, res.lse, validate);
+  BlockSparseAttentionCudaOut(q, k, v, csr, scale, res.out, res.lse, validate, row_index);
   return res;
 }
 

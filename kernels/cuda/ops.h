@@ -30,15 +30,22 @@ bool CudaKernelsBuilt();
 // wrong rank, shape, dtype, layout or device; the CSR has the wrong size or dtype), InputError
 // (block not 64/128, scale not finite and positive), RunError (launch failure, or no CUDA in this
 // build). `validate` also checks the CSR's contents (ValidateBlockCsr; one device->host copy).
+// `row_index` (optional): int32 [N] on q's device, a permutation of [0, N) mapping each layout
+// position to its token row. The CSR's blocks are then cut over layout positions while q, k, v,
+// out and lse stay in token (model) order: the kernel gathers and scatters rows itself instead of
+// the caller permuting copies. Its values are checked (range, no repeats) only with `validate`;
+// otherwise the caller guarantees them (an out-of-range entry is an out-of-bounds access).
 AttentionOutput BlockSparseAttentionCuda(const torch::Tensor& q, const torch::Tensor& k,
                                          const torch::Tensor& v, const BlockCsr& csr,
-                                         double scale, bool validate = false);
+                                         double scale, bool validate = false,
+                                         const torch::Tensor& row_index = torch::Tensor());
 
 // The same into caller-owned outputs: out like q, lse float32 [B, H, N], both contiguous on q's
 // device (tests poison them first; the runtime can reuse buffers). ShapeError when they do not fit.
 void BlockSparseAttentionCudaOut(const torch::Tensor& q, const torch::Tensor& k,
                                  const torch::Tensor& v, const BlockCsr& csr, double scale,
-                                 torch::Tensor& out, torch::Tensor& lse, bool validate = false);
+                                 torch::Tensor& out, torch::Tensor& lse, bool validate = false,
+                                 const torch::Tensor& row_index = torch::Tensor());
 
 // Dense attention through the same kernel (every row keeps every block): the "density 1" row.
 AttentionOutput DenseAttentionCuda(const torch::Tensor& q, const torch::Tensor& k,

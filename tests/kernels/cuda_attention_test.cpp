@@ -7,6 +7,9 @@
 // each rounded to the input dtype), plus a small slack. The LSE is held to the same rule against
 // the naive implementation's LSE of its rounded scores. Outputs are poisoned with NaN before each
 // run, so an unwritten element fails the comparison.
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <limits>
 #include <string>
 
@@ -15,6 +18,7 @@
 #include "core/error.h"
 #include "kernels/cuda/ops.h"
 #include "tests/catch.h"
+#include "tests/test_util.h"
 
 namespace sparsetune::test {
 namespace {
@@ -197,6 +201,92 @@ TEST_CASE("cuda attention: empty rows give O = 0 and LSE = -inf; column order do
   CHECK(MaxAbs(torch::where(torch::isfinite(res.lse), res2.lse - res.lse, torch::zeros_like(res.lse))) <= 1e-4);
 }
 
+// The kernel with a row index on model-order tensors against the permuted-copy path: q, k, v
+// gathered into layout order, the kernel, and out/lse scattered back. The same arithmetic on the
+// same values in the same order, so the results must be identical.
+void CheckRowIndexCase(int64_t b, int64_t h, int64_t n, int64_t d, int64_t block,
+                       torch::ScalarType dt) {
+  const torch::Device dev(torch::kCUDA);
+  INFO("B=" << b << " H=" << h << " N=" << n << " D=" << d << " block=" << block
+            << " dtype=" << c10::toString(dt));
+  const torch::Tensor q = Rand({b, h, n, d}, dt, dev);
+  const torch::Tensor k = Rand({b, h, n, d}, dt, dev);
+  const torch::Tensor v = Rand({b, h, n, d}, dt, dev);
+  const int64_t nb = (n + block - 1) / block;
+  const BlockCsr csr = cuda::BlockCsrFromMask(RandomMask(b, h, nb, 0.4).to(dev), block);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  // order[p]: the model row at layout position p; position[r]: its inverse.
+  const torch::Tensor order = torch::randperm(n, torch::kLong).to(dev);
+  const torch::Tensor position = torch::argsort(order);
+
+  const AttentionOutput ref =
+      cuda::BlockSparseAttentionCuda(q.index_select(2, order).contiguous(),
+                                     k.index_select(2, order).contiguous(),
+                                     v.index_select(2, order).contiguous(), csr, scale, true);
+  const torch::Tensor ref_out = ref.out.index_select(2, position);
+  const torch::Tensor ref_lse = ref.lse.index_select(2, position);
+
+  torch::Tensor out = torch::full_like(q, std::numeric_limits<float>::quiet_NaN());
+  torch::Tensor lse = torch::full({b, h, n}, std::numeric_limits<float>::quiet_NaN(),
+                                  q.options().dtype(torch::kFloat32));
+  cuda::BlockSparseAttentionCudaOut(q, k, v, csr, scale, out, lse, /*validate=*/true,
+                                    order.to(torch::kInt32));
+  torch::cuda::synchronize();
+  REQUIRE(out.isfinite().all().item<bool>());
+  CHECK(torch::equal(out, ref_out));
+  // Rows with no kept block have LSE -inf in both; compare the rest exactly.
+  CHECK(torch::equal(torch::isneginf(lse), torch::isneginf(ref_lse)));
+  CHECK(torch::equal(torch::where(torch::isfinite(ref_lse), lse, torch::zeros_like(lse)),
+                     torch::where(torch::isfinite(ref_lse), ref_lse, torch::zeros_like(ref_lse))));
+}
+
+TEST_CASE("cuda attention: a row index equals permuting q/k/v and unpermuting out/lse",
+          "[kernels][cuda]") {
+  if (!CudaOrSkip()) return;
+  torch::manual_seed(11);
+  CheckRowIndexCase(1, 2, 200, 64, 64, torch::kBFloat16);
+  CheckRowIndexCase(2, 3, 333, 128, 64, torch::kHalf);
+  CheckRowIndexCase(1, 2, 500, 64, 128, torch::kHalf);
+  CheckRowIndexCase(2, 1, 1100, 128, 128, torch::kBFloat16);
+  CheckRowIndexCase(1, 1, 1, 64, 64, torch::kBFloat16);
+}
+
+TEST_CASE("cuda attention: bad row indices throw ShapeError", "[kernels]") {
+  const torch::Tensor q = torch::randn({1, 2, 100, 64}).to(torch::kBFloat16);
+  BlockCsr csr;
+  csr.block = 64;
+  csr.row_ptr = torch::zeros({5}, torch::kInt32);
+  csr.col_idx = torch::zeros({0}, torch::kInt32);
+  const torch::Tensor idx = torch::arange(100, torch::kInt32);
+  REQUIRE_THROWS_WITH(cuda::BlockSparseAttentionCuda(q, q, q, csr, 0.1, false, idx.slice(0, 0, 99)),
+                      "BlockSparseAttentionCuda: row_index must be [N] = [100]; got [99]");
+  REQUIRE_THROWS_WITH(cuda::BlockSparseAttentionCuda(q, q, q, csr, 0.1, false,
+                                                     idx.to(torch::kInt64)),
+                      "BlockSparseAttentionCuda: row_index must be int32; got Long");
+  REQUIRE_THROWS_WITH(cuda::BlockSparseAttentionCuda(q, q, q, csr, 0.1, false,
+                                                     torch::arange(200, torch::kInt32).slice(0, 0, 200, 2)),
+                      "BlockSparseAttentionCuda: row_index must be contiguous");
+  torch::Tensor out = torch::empty_like(q);
+  torch::Tensor lse = torch::empty({1, 2, 100}, torch::kFloat32);
+  REQUIRE_THROWS_WITH(cuda::BlockSparseAttentionCudaOut(q, q, q, csr, 0.1, out, lse, false,
+                                                        idx.view({10, 10})),
+                      "BlockSparseAttentionCuda: row_index must be [N] = [100]; got [10, 10]");
+  if (!CudaOrSkip()) return;
+  const torch::Device dev(torch::kCUDA);
+  const torch::Tensor qd = q.to(dev);
+  const BlockCsr dense = cuda::DenseBlockCsr(1, 2, 100, 64, dev);
+  REQUIRE_THROWS_WITH(cuda::BlockSparseAttentionCuda(qd, qd, qd, dense, 0.1, false, idx),
+                      "BlockSparseAttentionCuda: row_index must be on q's device cuda:0; got cpu");
+  torch::Tensor rep = idx.clone();
+  rep[7] = 3;
+  REQUIRE_THROWS_WITH(cuda::BlockSparseAttentionCuda(qd, qd, qd, dense, 0.1, true, rep.to(dev)),
+                      "BlockSparseAttentionCuda: row_index repeats row 3");
+  torch::Tensor big = idx.clone();
+  big[5] = 100;
+  REQUIRE_THROWS_WITH(cuda::BlockSparseAttentionCuda(qd, qd, qd, dense, 0.1, true, big.to(dev)),
+                      "BlockSparseAttentionCuda: row_index[5] = 100 is outside [0, 100)");
+}
+
 TEST_CASE("cuda attention: bad inputs throw ShapeError/InputError before any launch", "[kernels]") {
   const auto bf = torch::TensorOptions().dtype(torch::kBFloat16);
   const torch::Tensor q = torch::randn({1, 2, 100, 64}).to(torch::kBFloat16);
@@ -274,6 +364,26 @@ TEST_CASE("cuda attention: CSR layout, block, scale and output checks on the dev
   torch::Tensor out = torch::empty({1, 2, 100, 64}, q.options().dtype(torch::kHalf));
   torch::Tensor lse = torch::empty({1, 2, 100}, q.options().dtype(torch::kFloat32));
   REQUIRE_THROWS_AS(cuda::BlockSparseAttentionCudaOut(q, q, q, csr, 0.125, out, lse), ShapeError);
+}
+
+// The launcher reads SPARSETUNE_ATTN_TILE once per process, so the v5 kernel (TILE=4) is checked
+// by running this executable's other [cuda] cases in a child process with it set, once per K/V
+// pipeline depth (SPARSETUNE_ATTN_V5_STAGES). v5 declines calls with a row index (v4 runs them).
+TEST_CASE("cuda attention: every [cuda] case passes on the v5 kernel, 2 and 3 stages",
+          "[kernels][cuda][variant]") {
+  if (!CudaOrSkip()) return;
+  if (std::getenv("SPARSETUNE_ATTN_TILE") != nullptr) {
+    WARN("skipped: SPARSETUNE_ATTN_TILE is set, so this process tests the kernel it selects");
+    return;
+  }
+  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  for (const char* stages : {"2", "3"}) {
+    const CommandResult r = RunCommand(std::string("SPARSETUNE_ATTN_TILE=4 SPARSETUNE_ATTN_V5_STAGES=") +
+                                       stages + " '" + exe + "' '[cuda]~[variant]'");
+    INFO("stages " << stages << ":\n" << r.out << r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("All tests passed") != std::string::npos);
+  }
 }
 
 }  // namespace
