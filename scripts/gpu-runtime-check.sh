@@ -6,7 +6,8 @@
 #
 #   OUT=/some/dir ./scripts/gpu-runtime-check.sh      # OUT defaults to ./out
 #
-# Environment: OUT (logs), SPARSETUNE_BUILD_DIR (default build-gpu), SPARSETUNE_JOBS (default 16).
+# Environment: OUT (logs, 7 files), SPARSETUNE_BUILD_DIR (default build-gpu), SPARSETUNE_JOBS
+# (default 16). Step limits fit one 240 s device call once the machine is up.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -39,19 +40,20 @@ step() {
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -n 1
 TORCH_PREFIX="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 S="$PWD/.deps/sqlite/usr"
-step configure 120 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DSPARSETUNE_CUDA=ON \
-  -DSQLite3_INCLUDE_DIR="$S/include" -DSQLite3_LIBRARY="$S/lib/x86_64-linux-gnu/libsqlite3.a" \
-  "-DCMAKE_CXX_STANDARD_LIBRARIES=-ldl -lpthread -lm"
-step build 240 cmake --build "$BUILD" -j "$JOBS" --target evaluators_tests kernels_cuda_tests sparsetune
-step cuda-runtime-tests 90 "$BUILD/tests/evaluators/evaluators_tests" "[cuda]" -s --reporter compact
-step kernels-cuda-tests 60 "$BUILD/tests/kernels/kernels_cuda_tests"
+step build 200 bash -c "set -o pipefail; cmake -S . -B '$BUILD' -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH='$TORCH_PREFIX' -DSPARSETUNE_CUDA=ON \
+  -DSQLite3_INCLUDE_DIR='$S/include' -DSQLite3_LIBRARY='$S/lib/x86_64-linux-gnu/libsqlite3.a' \
+  '-DCMAKE_CXX_STANDARD_LIBRARIES=-ldl -lpthread -lm' | grep -E 'sparsetune:|Error|error' && \
+  cmake --build '$BUILD' -j '$JOBS' --target evaluators_tests kernels_cuda_tests sparsetune"
+step cuda-runtime-tests 40 "$BUILD/tests/evaluators/evaluators_tests" "[cuda]" --reporter compact
+step kernels-cuda-tests 20 "$BUILD/tests/kernels/kernels_cuda_tests" --reporter compact
 
 # Schedules for the gpu-small geometry: block_sparse keep 0.2 after 5 dense steps (as gpu-check.sh),
 # and dense heads with an Astraea budget of 0.4 after 5 dense steps.
 MODEL='{"name": "tiny-vdit/gpu-small", "layers": 6, "heads": 3, "head_dim": 64,
         "grid": [16, 32, 32], "text_tokens": 8, "text_position": "front", "steps": 30}'
-cat >"$OUT/gpu-small-block-sparse.json" <<JSON
+SCHED="$(mktemp -d)"
+cat >"$SCHED/gpu-small-block-sparse.json" <<JSON
 {
   "format": "sparsetune.schedule",
   "version": 1,
@@ -64,7 +66,7 @@ cat >"$OUT/gpu-small-block-sparse.json" <<JSON
 }
 JSON
 BUDGET=$(python3 -c 'print(", ".join(["1.0"] * 5 + ["0.4"] * 25))')
-cat >"$OUT/gpu-small-budget-0.4.json" <<JSON
+cat >"$SCHED/gpu-small-budget-0.4.json" <<JSON
 {
   "format": "sparsetune.schedule",
   "version": 1,
@@ -77,11 +79,11 @@ cat >"$OUT/gpu-small-budget-0.4.json" <<JSON
   "provenance": {"note": "gpu-runtime-check: Astraea budget 0.4 after 5 dense steps, dense heads"}
 }
 JSON
-step profile-dense 90 "$BIN" profile configs/gpu-small.json --json --top 12
-step profile-block-sparse 90 "$BIN" profile configs/gpu-small.json \
-  --schedule "$OUT/gpu-small-block-sparse.json" --json --top 12
-step profile-budget 90 "$BIN" profile configs/gpu-small.json \
-  --schedule "$OUT/gpu-small-budget-0.4.json" --json --top 12
+step profile-dense 30 "$BIN" profile configs/gpu-small.json --json --top 12
+step profile-block-sparse 30 "$BIN" profile configs/gpu-small.json \
+  --schedule "$SCHED/gpu-small-block-sparse.json" --json --top 12
+step profile-budget 30 "$BIN" profile configs/gpu-small.json \
+  --schedule "$SCHED/gpu-small-budget-0.4.json" --json --top 12
 
 {
   echo
