@@ -23,6 +23,7 @@
 #include <cstdlib>
 
 #include "kernels/cuda/block_sparse_attn.h"
+#include "kernels/cuda/block_sparse_attn_v5.h"
 
 namespace sparsetune::cuda {
 
@@ -704,14 +705,15 @@ int LaunchWgmma(const BlockSparseAttnParams& p, cudaStream_t stream) {
 
 // Kernel choice. Default: the wgmma kernel with one warpgroup per CTA. SPARSETUNE_ATTN_TILE picks
 // another for side-by-side measurements (scripts/gpu-attn.sh, NOTES.md): 1 = mma.sync with 16 rows
-// per warp (v2), 2 = mma.sync with 32 rows per warp (v3, block 128), 3 = the default.
+// per warp (v2), 2 = mma.sync with 32 rows per warp (v3, block 128), 3 = the default, 4 = v5
+// (block_sparse_attn_v5.cu, dispatched in LaunchBlockSparseAttention; this default where it declines).
 template <typename T, int D, int BLK>
 int LaunchTile(const BlockSparseAttnParams& p, cudaStream_t stream) {
   static const int forced = [] {
     const char* e = std::getenv("SPARSETUNE_ATTN_TILE");
     return e == nullptr ? 0 : std::atoi(e);
   }();
-  if (forced == 0 || forced == 3) return LaunchWgmma<T, D, BLK, 1>(p, stream);
+  if (forced == 0 || forced == 3 || forced == 4) return LaunchWgmma<T, D, BLK, 1>(p, stream);
   if constexpr (BLK == 128) {
     if (forced == 2) return Launch<T, D, BLK, 2, (D == 128 ? 32 : 64)>(p, stream);
   }
@@ -732,6 +734,7 @@ int LaunchTyped(const BlockSparseAttnParams& p, cudaStream_t stream) {
 int LaunchBlockSparseAttention(const BlockSparseAttnParams& params, void* stream) {
   if (params.batch <= 0 || params.heads <= 0 || params.seq_len <= 0)
     return static_cast<int>(cudaErrorInvalidValue);
+  if (int v5 = 0; TryLaunchBlockSparseAttentionV5(params, stream, &v5)) return v5;  // TILE=4
   const auto s = static_cast<cudaStream_t>(stream);
   return params.dtype == AttnDtype::kBFloat16 ? LaunchTyped<__nv_bfloat16>(params, s)
                                                : LaunchTyped<__half>(params, s);
