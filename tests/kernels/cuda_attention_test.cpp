@@ -10,8 +10,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <cstdlib>
-#include <filesystem>
 #include <limits>
 #include <string>
 
@@ -20,7 +18,6 @@
 #include "core/error.h"
 #include "kernels/cuda/ops.h"
 #include "tests/catch.h"
-#include "tests/test_util.h"
 #include "tests/test_util.h"
 
 namespace sparsetune::test {
@@ -367,26 +364,6 @@ TEST_CASE("cuda attention: CSR layout, block, scale and output checks on the dev
   torch::Tensor out = torch::empty({1, 2, 100, 64}, q.options().dtype(torch::kHalf));
   torch::Tensor lse = torch::empty({1, 2, 100}, q.options().dtype(torch::kFloat32));
   REQUIRE_THROWS_AS(cuda::BlockSparseAttentionCudaOut(q, q, q, csr, 0.125, out, lse), ShapeError);
-}
-
-// The launcher reads SPARSETUNE_ATTN_TILE once per process, so the v5 kernel (TILE=4) is checked
-// by running this executable's other [cuda] cases in a child process with it set, once per K/V
-// pipeline depth (SPARSETUNE_ATTN_V5_STAGES). v5 declines calls with a row index (v4 runs them).
-TEST_CASE("cuda attention: every [cuda] case passes on the v5 kernel, 2 and 3 stages",
-          "[kernels][cuda][variant]") {
-  if (!CudaOrSkip()) return;
-  if (std::getenv("SPARSETUNE_ATTN_TILE") != nullptr) {
-    WARN("skipped: SPARSETUNE_ATTN_TILE is set, so this process tests the kernel it selects");
-    return;
-  }
-  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
-  for (const char* stages : {"2", "3"}) {
-    const CommandResult r = RunCommand(std::string("SPARSETUNE_ATTN_TILE=4 SPARSETUNE_ATTN_V5_STAGES=") +
-                                       stages + " '" + exe + "' '[cuda]~[variant]'");
-    INFO("stages " << stages << ":\n" << r.out << r.err);
-    CHECK(r.exit_code == 0);
-    CHECK(r.out.find("All tests passed") != std::string::npos);
-  }
 }
 
 // The launcher reads SPARSETUNE_ATTN_TILE once per process, so the v5 kernel (TILE=4) is checked
