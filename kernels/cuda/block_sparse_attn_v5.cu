@@ -11,6 +11,7 @@
 // finished, a V stage only after the P·V one iteration later, so K and V load as separate cp.async
 // groups with STAGES buffers each (2, or 3 where two CTAs per SM still fit).
 //
+// With a row_index (block_sparse_attn.h) tiles are gathered and O/LSE scattered by it, as in v4.
 // Chunks whose block index is outside [0, nb) or that start past N are not skipped as in v4 but
 // loaded as zeros and fully masked (they never occur in a valid CSR; this keeps the pipeline's
 // chunk numbering static). Rows past N are computed on zero rows and never stored.
@@ -21,8 +22,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <type_traits>
-#include <utility>
 
 #include "kernels/cuda/block_sparse_attn_v5.h"
 
@@ -33,23 +32,6 @@ namespace {
 constexpr int kThreads = 128;  // one warpgroup
 constexpr int kBQ = 64;        // query rows per CTA
 constexpr int kKC = 64;        // keys per chunk
-
-// True when BlockSparseAttnParams has a `row_index` (gather by permutation) and it is set: v5 does
-// not implement the gather and declines. Detected by type so this file builds with and without
-// that field.
-template <typename P, typename = void>
-struct HasRowIndex : std::false_type {};
-template <typename P>
-struct HasRowIndex<P, std::void_t<decltype(std::declval<const P&>().row_index)>> : std::true_type {};
-template <typename P>
-bool GathersRows(const P& p) {
-  if constexpr (HasRowIndex<P>::value) {
-    return p.row_index != nullptr;
-  } else {
-    (void)p;
-    return false;
-  }
-}
 
 __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -124,10 +106,17 @@ __device__ __forceinline__ int PanelSwz(int row, int chunk) {
   return (chunk >> 3) * ROWS * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
 }
 
-// Async copy of rows [row0, row0 + ROWS) of a [N, D] matrix into a panel tile; rows >= n, and every
-// row when row0 < 0, are zero-filled.
+// Token row of layout position `pos` (< n): row_index[pos], or pos itself without an index.
+__device__ __forceinline__ int SourceRow(const int32_t* row_index, int pos) {
+  return row_index == nullptr ? pos : __ldg(row_index + pos);
+}
+
+// Async copy of layout positions [row0, row0 + ROWS) of a [N, D] matrix into a panel tile
+// (position g reads row SourceRow(row_index, g)); positions >= n, and every position when
+// row0 < 0, are zero-filled.
 template <int ROWS, int D, typename T>
-__device__ __forceinline__ void LoadRows(T* tile, const T* src, int row0, int n) {
+__device__ __forceinline__ void LoadRows(T* tile, const T* src, int row0, int n,
+                                         const int32_t* row_index) {
   constexpr int kChunksPerRow = D / 8;
   constexpr int kTotal = ROWS * kChunksPerRow;
   static_assert(kTotal % kThreads == 0, "tile chunks must divide evenly among threads");
@@ -138,7 +127,7 @@ __device__ __forceinline__ void LoadRows(T* tile, const T* src, int row0, int n)
     const int c = idx % kChunksPerRow;
     const int g = row0 + r;
     const bool valid = row0 >= 0 && g < n;
-    const T* p = src + static_cast<int64_t>(valid ? g : 0) * D + c * 8;
+    const T* p = src + static_cast<int64_t>(valid ? SourceRow(row_index, g) : 0) * D + c * 8;
     CpAsync16(SmemAddr(tile + PanelSwz<ROWS>(r, c)), p, valid);
   }
 }
@@ -279,18 +268,18 @@ __global__ void __launch_bounds__(kThreads, 2) BlockSparseAttnV5Kernel(const Blo
     return (col >= 0 && col < nb && key0 < n) ? key0 : -1;
   };
   auto load_k = [&](int c) {
-    if (c < total) LoadRows<kKC, D>(s_k + (c % STAGES) * kTile, k, chunk_key0(c), n);
+    if (c < total) LoadRows<kKC, D>(s_k + (c % STAGES) * kTile, k, chunk_key0(c), n, p.row_index);
     CpAsyncCommit();
   };
   auto load_v = [&](int c) {
-    if (c < total) LoadRows<kKC, D>(s_v + (c % STAGES) * kTile, v, chunk_key0(c), n);
+    if (c < total) LoadRows<kKC, D>(s_v + (c % STAGES) * kTile, v, chunk_key0(c), n, p.row_index);
     CpAsyncCommit();
   };
 
   // Groups in issue order: {Q, K0}, then K1, V0, K2, V1, ...; iteration j adds K_{j+STAGES} at its
   // start and V_{j+STAGES-1} at its end, so at its start the 2·(STAGES-1) newest groups may still
   // be in flight while K_{j+1} and V_{j-1} have landed.
-  LoadRows<kBQ, D>(s_q, q, q0, n);
+  LoadRows<kBQ, D>(s_q, q, q0, n, p.row_index);
   load_k(0);
 #pragma unroll
   for (int t = 1; t < STAGES; ++t) {
@@ -426,7 +415,8 @@ __global__ void __launch_bounds__(kThreads, 2) BlockSparseAttnV5Kernel(const Blo
     const float inv = l > 0.f ? 1.f / l : 0.f;
     const int rr = warp * 16 + gq + r * 8;
     if (tq == 0 && q0 + rr < n)
-      lse[q0 + rr] = l > 0.f ? (m_run[r] * 0.6931471805599453f + logf(l)) : -INFINITY;
+      lse[SourceRow(p.row_index, q0 + rr)] =
+          l > 0.f ? (m_run[r] * 0.6931471805599453f + logf(l)) : -INFINITY;
 #pragma unroll
     for (int dt = 0; dt < kDTiles; ++dt) {
       const int col = dt * 8 + tq * 2;
@@ -443,7 +433,7 @@ __global__ void __launch_bounds__(kThreads, 2) BlockSparseAttnV5Kernel(const Blo
     const int ch = idx % kChunksPerRow;
     const int qrow = q0 + rr;
     if (qrow < n)
-      *reinterpret_cast<uint4*>(o + static_cast<int64_t>(qrow) * D + ch * 8) =
+      *reinterpret_cast<uint4*>(o + static_cast<int64_t>(SourceRow(p.row_index, qrow)) * D + ch * 8) =
           *reinterpret_cast<const uint4*>(so + PanelSwz<kBQ>(rr, ch));
   }
 }
@@ -517,7 +507,7 @@ bool TryLaunchBlockSparseAttentionV5(const BlockSparseAttnParams& params, void* 
     const char* e = std::getenv("SPARSETUNE_ATTN_TILE");
     return e != nullptr && std::atoi(e) == 4;
   }();
-  if (!selected || GathersRows(params)) return false;
+  if (!selected) return false;
   if ((params.head_dim != 64 && params.head_dim != 128) || (params.block != 64 && params.block != 128))
     return false;
   const auto s = static_cast<cudaStream_t>(stream);
