@@ -65,7 +65,7 @@ __device__ __forceinline__ void FenceProxyAsync() {
 template <int N>
 __device__ __forceinline__ void PinRegs(float (&r)[N]) {
 #pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i]));
 }
 
 template <int M, int N>
@@ -73,7 +73,7 @@ __device__ __forceinline__ void PinRegs(uint32_t (&r)[M][N]) {
 #pragma unroll
   for (int i = 0; i < M; ++i)
 #pragma unroll
-    for (int e = 0; e < N; ++e) asm volatile("" : "+r"(r[i][e])::"memory");
+    for (int e = 0; e < N; ++e) asm volatile("" : "+r"(r[i][e]));
 }
 
 template <typename T>
