@@ -114,7 +114,9 @@ int RunBenchEvaluate(const BenchEvaluateOptions& o) {
                       {"speedup", std::isfinite(r.speedup) ? Json(r.speedup) : Json(nullptr)},
                       {"psnr", std::isfinite(r.psnr) ? Json(r.psnr) : Json(nullptr)},
                       {"latency_ms", r.latency_ms},
-                      {"dense_latency_ms", r.dense_latency_ms}});
+                      {"dense_latency_ms", r.dense_latency_ms},
+                      {"repeat_ms", r.extra.value("repeat_ms", Json::array())},
+                      {"dense_reference", r.extra.value("dense_reference", Json::object())}});
       if (!o.json) {
         std::fprintf(stderr, "candidate %zu%s: speedup %.3fx, PSNR %.2f dB%s\n", i,
                      is_dense ? " (dense)" : "", r.speedup, r.psnr, r.ok ? "" : " FAILED");
@@ -127,6 +129,7 @@ int RunBenchEvaluate(const BenchEvaluateOptions& o) {
   std::vector<double> reference_ms;
   for (const DenseReference& d : evaluator.dense_references()) {
     references.push_back({{"latency_ms", d.latency_ms},
+                          {"repeat_ms", d.repeat_ms},
                           {"spread", d.spread},
                           {"after_candidates", d.after_candidates},
                           {"minor_faults", d.minor_faults}});

@@ -62,6 +62,7 @@ void ReadDevice(JsonReader r, DeviceConfig& d) {
 void ReadLatency(JsonReader r, LatencyConfig& l) {
   l.warmup = r.integer("warmup", l.warmup, 0, 100);
   l.repeats = r.integer("repeats", l.repeats, 1, 1000);
+  l.estimator = r.choice("estimator", "", {"min", "median"});
   r.finish();
 }
 

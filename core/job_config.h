@@ -52,7 +52,10 @@ struct DeviceConfig {
 // How latency is measured (wall clock on CPU, CUPTI kernel time on CUDA).
 struct LatencyConfig {
   int64_t warmup = 1;   // untimed runs before measuring
-  int64_t repeats = 3;  // timed runs; the median is reported
+  int64_t repeats = 3;  // timed runs, summarised by `estimator`
+  // "min" | "median" of the timed repeats; empty (key absent) = by source: min on the wall
+  // clock (interference only adds time), median on CUPTI device time (docs/workloads.md).
+  std::string estimator;
 };
 
 // Fixed (not searched) parts of every candidate schedule.

@@ -20,6 +20,11 @@
 // with the defaults, libtorch's tensors were mmapped afresh every generation and the page-fault
 // cost fell as the process aged, so a baseline measured first was too slow (#4;
 // benchmarks/cpu-evaluate.md).
+// Latency of a candidate or reference is one number from its timed repeats, by the estimator
+// LatencyEstimatorFor() picks: the minimum on the wall clock (interference on a shared or
+// virtual machine only adds time, so the fastest repeat is the least disturbed; measured in
+// docs/workloads.md, "Timing noise"), the median on CUPTI device time. Every repeat is kept in the
+// result (extra.repeat_ms) and in dense_references().
 // A failing candidate (bad schedule, geometry mismatch, exception, NaN/Inf) gives ok=false.
 // Not thread-safe; deterministic for fixed seeds and thread count.
 #pragma once
@@ -52,11 +57,24 @@ struct EvaluatorOptions {
 
 // One dense reference measurement (the dense schedule timed like a candidate).
 struct DenseReference {
-  double latency_ms = 0;       // median generation time of the timed repeats
+  double latency_ms = 0;       // generation time: the latency estimator over repeat_ms
+  std::vector<double> repeat_ms;  // every timed repeat's generation time (ms), in order
   double spread = 0;           // (max - min) / median of the repeats
   int64_t after_candidates = 0;  // timed candidates of this evaluator before this measurement
   int64_t minor_faults = 0;    // page faults (minor) of the process during the measurement
 };
+
+// The latency estimators of `latency.estimator`.
+inline constexpr const char* kEstimatorMin = "min";
+inline constexpr const char* kEstimatorMedian = "median";
+
+// The estimator for a measurement from `source` ("wall_clock" | "cupti"): latency.estimator
+// when the config sets it, else "min" on the wall clock and "median" on CUPTI.
+std::string LatencyEstimatorFor(const LatencyConfig& latency, const std::string& source);
+// One latency from timed repeats (any unit, any order) under `estimator` ("min" | "median";
+// the median of an even count is the mean of the middle two). Throws InputError for another
+// estimator, RunError for no repeats.
+double EstimateLatency(const std::vector<double>& repeats, const std::string& estimator);
 
 class Evaluator : public CandidateEvaluator {
  public:
