@@ -33,7 +33,8 @@ struct EvalResult {
   double ssim = kNaN;           // mean over calibration samples
   double psnr_heldout = kNaN;   // dB, mean over held-out samples (NaN when none)
   double ssim_heldout = kNaN;
-  double latency_ms = kNaN;     // one generation (median over repeats)
+  double latency_ms = kNaN;     // one generation: latency.estimator over the repeats
+                                // (wall clock: min, CUPTI: median)
   double dense_latency_ms = kNaN;  // dense baseline, measured in the same process
   double speedup = kNaN;        // dense_latency_ms / latency_ms
   double density = kNaN;        // fraction of q·k work computed (reuse counted as skipped)
