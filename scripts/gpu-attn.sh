@@ -28,7 +28,9 @@ TILES="${GPU_ATTN_TILES:-0}"
 EXTRA_TILES="${GPU_ATTN_EXTRA_TILES:-}"
 LOG="$OUT/gpu-attn.log"
 TMP="$(mktemp -d)"
-T0=$SECONDS
+# GPU_ATTN_ELAPSED_S: seconds the device call had already run before this script (its time
+# checks are against the call's 600 s limit).
+T0=$((SECONDS - ${GPU_ATTN_ELAPSED_S:-0}))
 say() { echo "[$((SECONDS - T0))s] $*" | tee -a "$LOG"; }
 # Files already under $OUT (at most 8 come back).
 room() { (($(find "$OUT" -maxdepth 1 -type f | wc -l) < 8)); }
