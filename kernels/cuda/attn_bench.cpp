@@ -189,15 +189,29 @@ CudaBenchReport BenchAttentionCuda(const CudaBenchOptions& o, const MeasureMs& m
   dense.peak_mib = PeakMib(device, [&] { torch::scaled_dot_product_attention(q, k, v); });
   report.rows.push_back(dense);
 
+  // With a grid, the runtime's way of calling the kernel too: q, k, v, out, lse in model order,
+  // rows gathered and scattered through the tile layout's row index (ops.h), so the difference
+  // between the "ours_sparse_gather" and "ours_sparse" rows is what the permutation costs inside
+  // the kernel.
+  torch::Tensor row_index;
+#ifdef SPARSETUNE_CUDA_KERNELS
+  if (HasGrid(o.geometry)) {
+    TokenOrder order;
+    order.kind = TokenOrderKind::kTiles;
+    order.tile = kMaskTile;
+    row_index = BuildLayout(o.geometry, order, o.block).order.to(device, torch::kInt32).contiguous();
+  }
+#endif
   auto add_row = [&](const std::string& path, double sparsity, double flops,
-                     const cuda::BlockCsr& csr) {
+                     const cuda::BlockCsr& csr, const torch::Tensor& index = torch::Tensor()) {
     CudaBenchRow row;
     row.path = path;
     row.sparsity = sparsity;
-    row.time_ms = measure([&] { cuda::BlockSparseAttentionCuda(q, k, v, csr, scale); });
+    auto run = [&] { cuda::BlockSparseAttentionCuda(q, k, v, csr, scale, false, index); };
+    row.time_ms = measure(run);
     row.tflops = flops / (row.time_ms * 1e9);
     row.speedup = dense.time_ms / row.time_ms;
-    row.peak_mib = PeakMib(device, [&] { cuda::BlockSparseAttentionCuda(q, k, v, csr, scale); });
+    row.peak_mib = PeakMib(device, run);
     report.rows.push_back(row);
   };
   add_row("ours_dense", 0.0, dense_flops, cuda::DenseBlockCsr(b, h, n, o.block, device));
@@ -214,7 +228,9 @@ CudaBenchReport BenchAttentionCuda(const CudaBenchOptions& o, const MeasureMs& m
     const torch::Tensor pairs = torch::matmul(
         torch::matmul(block_len, mask.to(torch::kFloat64)), block_len);  // [B, H]
     const double flops = 4.0 * static_cast<double>(d) * pairs.sum().item<double>();
-    add_row("ours_sparse", 1.0 - static_cast<double>(keep) / static_cast<double>(nb), flops, csr);
+    const double sparsity = 1.0 - static_cast<double>(keep) / static_cast<double>(nb);
+    add_row("ours_sparse", sparsity, flops, csr);
+    if (row_index.defined()) add_row("ours_sparse_gather", sparsity, flops, csr, row_index);
   }
   BenchMaskPredict(o, q, k, v, dense.time_ms, measure, report);
   return report;
