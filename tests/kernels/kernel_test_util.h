@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "kernels/runtime.h"
@@ -63,6 +64,27 @@ inline torch::Tensor NaiveAttention(const torch::Tensor& q, const torch::Tensor&
 
 inline double MaxDiff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+// q/k/v [1, H, N, D] that vary smoothly over the video grid (random on a 2x coarser grid,
+// upsampled, plus noise; text in front), so block scores, ARM and TimeRipple's similarity tests
+// have structure to find; rounded to bf16 and returned as float32 on the CPU. Never zero.
+inline torch::Tensor SmoothInput(const ModelGeometry& g, uint64_t seed) {
+  torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const int64_t f = g.grid[0], h = g.grid[1], w = g.grid[2];
+  torch::Tensor coarse = torch::randn({1, g.heads, f, h / 2, w / 2, g.head_dim}, gen);
+  torch::Tensor video = coarse.repeat_interleave(2, 3).repeat_interleave(2, 4);
+  video = video + 0.2 * torch::randn(video.sizes(), gen);
+  video = video.reshape({1, g.heads, f * h * w, g.head_dim});
+  const torch::Tensor text = torch::randn({1, g.heads, g.text_tokens, g.head_dim}, gen);
+  return torch::cat({text, video}, 2).to(torch::kBFloat16).to(torch::kFloat32);
+}
+
+// Relative L2 error of out against ref (any devices), in float64.
+inline double RelL2(const torch::Tensor& out, const torch::Tensor& ref) {
+  const torch::Tensor r = ref.to(torch::kCPU, torch::kFloat64);
+  const torch::Tensor o = out.to(torch::kCPU, torch::kFloat64);
+  return ((o - r).norm() / r.norm()).item<double>();
 }
 
 }  // namespace sparsetune::test

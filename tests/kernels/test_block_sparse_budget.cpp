@@ -20,25 +20,7 @@ using namespace sparsetune::test;
 
 namespace {
 
-// q/k/v [1, H, N, D] varying smoothly over the video grid (random on a 2x coarser grid, upsampled,
-// plus noise; text in front), rounded to bf16 once, as tests/evaluators/test_cuda.cpp builds them.
-torch::Tensor SmoothInput(const ModelGeometry& g, uint64_t seed) {
-  torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const int64_t f = g.grid[0], h = g.grid[1], w = g.grid[2];
-  torch::Tensor coarse = torch::randn({1, g.heads, f, h / 2, w / 2, g.head_dim}, gen);
-  torch::Tensor video = coarse.repeat_interleave(2, 3).repeat_interleave(2, 4);
-  video = video + 0.2 * torch::randn(video.sizes(), gen);
-  video = video.reshape({1, g.heads, f * h * w, g.head_dim});
-  const torch::Tensor text = torch::randn({1, g.heads, g.text_tokens, g.head_dim}, gen);
-  return torch::cat({text, video}, 2).to(torch::kBFloat16).to(torch::kFloat32);
-}
-
 torch::Tensor Bf16(const torch::Tensor& x) { return x.to(torch::kBFloat16).to(torch::kFloat32); }
-
-double RelL2(const torch::Tensor& out, const torch::Tensor& ref) {
-  const torch::Tensor r = ref.to(torch::kFloat64);
-  return ((out.to(torch::kFloat64) - r).norm() / r.norm()).item<double>();
-}
 
 // Every step of one layer as a DiT block runs it: select, attend the selected queries, merge the
 // cached rows back. `bf16` rounds the step's q, k and the attention output to bf16, as the CUDA
