@@ -101,6 +101,15 @@ void BenchMaskPredict(const CudaBenchOptions& o, const torch::Tensor& q, const t
     };
     add("predict", plain, [&] { cuda::PredictBlockMaskInto(l, q, k, keep, true, plain); });
     add("predict_qk_layout", fused, [&] { cuda::PredictBlockMaskInto(l, q, k, keep, true, fused); });
+    // The runtime's path: the kernel gathers q/k/v and scatters O through the row index, so
+    // prediction plus building that index is all it adds (it builds the index once per layout;
+    // counted per call here as an upper bound). The gather's own cost is in the kernel rows
+    // (ours_sparse_gather against ours_sparse).
+    torch::Tensor index;
+    add("predict_row_index", plain, [&] {
+      cuda::PredictBlockMaskInto(l, q, k, keep, true, plain);
+      index = l.order.to(torch::kInt32);
+    });
     // The kernel's O is in layout order; ql stands in for it (same shape) on the way back.
     add("predict_permute", plain, [&] {
       cuda::PredictBlockMaskInto(l, q, k, keep, true, plain);

@@ -49,8 +49,10 @@ struct CudaBenchRow {
 // Mask prediction and the permutations the runtime wraps around the kernel, timed like the rows.
 struct MaskPredictRow {
   // "predict": PredictBlockMask alone; "predict_qk_layout": the same writing q and k in layout
-  // order (fused copies); "predict_permute": predict + q, k, v to layout order + O back to model
-  // order; "predict_qk_layout_permute": the fused variant + v to layout order + O back.
+  // order (fused copies); "predict_row_index": predict + the kernel's int32 row index (the
+  // runtime's path: the kernel gathers through it); "predict_permute": predict + q, k, v to
+  // layout order + O back to model order; "predict_qk_layout_permute": the fused variant + v to
+  // layout order + O back.
   std::string path;
   double keep = 0.0;      // requested fraction of key blocks kept per query block
   double density = 0.0;   // realized fraction of (query block, key block) pairs kept (sink included)
@@ -61,7 +63,7 @@ struct MaskPredictRow {
 struct CudaBenchReport {
   std::string card;                 // device name from the CUDA runtime
   std::vector<CudaBenchRow> rows;   // dense_sdpa first
-  std::vector<MaskPredictRow> mask_predict;  // per keep (1 - each nonzero sparsity), four paths
+  std::vector<MaskPredictRow> mask_predict;  // per keep (1 - each nonzero sparsity), five paths
   // Printed under the table: the mask-prediction rows as text, or why there are none.
   std::string mask_predict_note;
 };

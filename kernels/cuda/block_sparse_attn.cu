@@ -500,6 +500,41 @@ __device__ __forceinline__ void LoadPanelTile(T* tile, const T* src, int row0, i
   }
 }
 
+// Rows of a tile one thread copies in LoadPanelTile: chunk i of the thread lies in tile row
+// (i * THREADS + threadIdx.x) / (D / 8).
+template <int ROWS, int D, int THREADS>
+constexpr int kTileRowsPerThread = ROWS * (D / 8) / THREADS;
+
+// Source rows of this thread's chunks of the tile at layout positions [row0, row0 + ROWS):
+// row_index[g] (read now, used by a later LoadPanelTileRows), or -1 for positions >= n.
+template <int ROWS, int D, int THREADS>
+__device__ __forceinline__ void TileSourceRows(int (&rows)[kTileRowsPerThread<ROWS, D, THREADS>],
+                                               int row0, int n, const int32_t* row_index) {
+  constexpr int kChunksPerRow = D / 8;
+#pragma unroll
+  for (int i = 0; i < kTileRowsPerThread<ROWS, D, THREADS>; ++i) {
+    const int g = row0 + (i * THREADS + static_cast<int>(threadIdx.x)) / kChunksPerRow;
+    rows[i] = g < n ? __ldg(row_index + g) : -1;
+  }
+}
+
+// LoadPanelTile with the source rows already in registers (TileSourceRows): the cp.async
+// addresses need no load, so the copies issue without waiting on the index.
+template <int ROWS, int D, int THREADS, typename T>
+__device__ __forceinline__ void LoadPanelTileRows(
+    T* tile, const T* src, const int (&rows)[kTileRowsPerThread<ROWS, D, THREADS>]) {
+  constexpr int kChunksPerRow = D / 8;
+#pragma unroll
+  for (int i = 0; i < kTileRowsPerThread<ROWS, D, THREADS>; ++i) {
+    const int idx = i * THREADS + static_cast<int>(threadIdx.x);
+    const int r = idx / kChunksPerRow;
+    const int c = idx % kChunksPerRow;
+    const bool valid = rows[i] >= 0;
+    const T* p = src + static_cast<int64_t>(valid ? rows[i] : 0) * D + c * 8;
+    CpAsync16(SmemAddr(tile + PanelSwz<ROWS>(r, c)), p, valid);
+  }
+}
+
 // kIndexed: p.row_index is used (false: it is ignored and positions are rows). A template
 // parameter, not a runtime test: with the test inside the loaders the identity path ran 15%
 // slower on an H200 (17.7 -> 20.2 ms dense at the Wan shape; 168 instead of 162 registers).
@@ -507,8 +542,9 @@ template <typename T, int D, int BLK, int WG, bool kIndexed>
 __global__ void __launch_bounds__(128 * WG)
     BlockSparseAttnWgmmaKernel(const BlockSparseAttnParams p) {
   const int32_t* const row_index = kIndexed ? p.row_index : nullptr;
-  // WG warpgroups of 64 rows share each K/V chunk. Only WG = 1 is launched: WG = 2 needs 169
-  // registers (one CTA per SM) and was not measured before the device budget ran out (NOTES.md).
+  // WG warpgroups of 64 rows share each K/V chunk: WG = 1 is the default; WG = 2
+  // (SPARSETUNE_ATTN_TILE=5) halves the K/V copies per FLOP but, at ~170 registers, fits one
+  // CTA (8 warps) per SM.
   constexpr int BQ = 64 * WG;             // query rows per CTA
   constexpr int kT = 128 * WG;            // threads
   static_assert(BLK % BQ == 0, "a CTA's rows lie in one block");
@@ -553,15 +589,29 @@ __global__ void __launch_bounds__(128 * WG)
     return c;
   };
 
+  // The chunk walk runs two chunks ahead of the compute: while chunk c is computed, chunk cn's
+  // copies are in flight, and the column of the chunk after cn (and, indexed, the source rows
+  // of its keys) are read into registers behind the S wgmma. So a cp.async never waits on a
+  // dependent load: without this the indexed kernel ran 40-55% slower than the identity one on
+  // an H200 (each thread's copies waited on a row_index load once per chunk; NOTES.md).
+  constexpr int kR = kTileRowsPerThread<KC, D, kT>;
+  int src_rows[kR];  // source rows of this thread's copies of chunk cn (indexed kernel only)
   LoadPanelTile<BQ, D, kT>(s_q, q, q0, n, row_index);
   CpAsyncCommit();
   int c = next_valid(0);
+  int key0 = 0;  // first key of chunk c
   if (c < total) {
-    const int key0 = chunk_key0(c);
+    key0 = chunk_key0(c);
     LoadPanelTile<KC, D, kT>(s_k, k, key0, n, row_index);
     LoadPanelTile<KC, D, kT>(s_v, v, key0, n, row_index);
   }
   CpAsyncCommit();
+  int cn = next_valid(c + 1);
+  int nk0 = 0;  // first key of chunk cn
+  if (cn < total) {
+    nk0 = chunk_key0(cn);
+    if constexpr (kIndexed) TileSourceRows<KC, D, kT>(src_rows, nk0, n, row_index);
+  }
 
   float acc[kDTiles * 4];
 #pragma unroll
@@ -576,12 +626,14 @@ __global__ void __launch_bounds__(128 * WG)
 
   int stage = 0;
   while (c < total) {
-    const int key0 = chunk_key0(c);
-    const int cn = next_valid(c + 1);
     if (cn < total) {
-      const int nk0 = chunk_key0(cn);
-      LoadPanelTile<KC, D, kT>(s_k + (stage ^ 1) * KC * D, k, nk0, n, row_index);
-      LoadPanelTile<KC, D, kT>(s_v + (stage ^ 1) * KC * D, v, nk0, n, row_index);
+      if constexpr (kIndexed) {
+        LoadPanelTileRows<KC, D, kT>(s_k + (stage ^ 1) * KC * D, k, src_rows);
+        LoadPanelTileRows<KC, D, kT>(s_v + (stage ^ 1) * KC * D, v, src_rows);
+      } else {
+        LoadPanelTile<KC, D, kT>(s_k + (stage ^ 1) * KC * D, k, nk0, n, nullptr);
+        LoadPanelTile<KC, D, kT>(s_v + (stage ^ 1) * KC * D, v, nk0, n, nullptr);
+      }
     }
     CpAsyncCommit();
     CpAsyncWait<1>();
@@ -602,6 +654,13 @@ __global__ void __launch_bounds__(128 * WG)
       WgmmaSS64<T>(s, da, db, kk > 0 ? 1 : 0);
     }
     WgmmaCommit();
+    // The chunk after cn, while the tensor cores compute S (the loads only feed addresses).
+    const int cnn = next_valid(cn + 1);
+    int nnk0 = 0;
+    if (cnn < total) {
+      nnk0 = chunk_key0(cnn);
+      if constexpr (kIndexed) TileSourceRows<KC, D, kT>(src_rows, nnk0, n, row_index);
+    }
     WgmmaWait0();
 
     if (key0 + KC > n) {
@@ -656,6 +715,9 @@ __global__ void __launch_bounds__(128 * WG)
     WgmmaWait0();
     __syncthreads();
     c = cn;
+    key0 = nk0;
+    cn = cnn;
+    nk0 = nnk0;
     stage ^= 1;
   }
   CpAsyncWait<0>();
@@ -711,7 +773,9 @@ int LaunchWgmma(const BlockSparseAttnParams& p, cudaStream_t stream) {
 // Kernel choice. Default: the wgmma kernel with one warpgroup per CTA. SPARSETUNE_ATTN_TILE picks
 // another for side-by-side measurements (scripts/gpu-attn.sh, NOTES.md): 1 = mma.sync with 16 rows
 // per warp (v2), 2 = mma.sync with 32 rows per warp (v3, block 128), 3 = the default, 4 = v5
-// (block_sparse_attn_v5.cu, dispatched in LaunchBlockSparseAttention; this default where it declines).
+// (block_sparse_attn_v5.cu, dispatched in LaunchBlockSparseAttention; this default where it declines),
+// 5 = the wgmma kernel with two warpgroups (128 query rows) sharing each K/V chunk (block 128;
+// block 64 runs the default).
 template <typename T, int D, int BLK>
 int LaunchTile(const BlockSparseAttnParams& p, cudaStream_t stream) {
   static const int forced = [] {
@@ -721,6 +785,9 @@ int LaunchTile(const BlockSparseAttnParams& p, cudaStream_t stream) {
   if (forced == 0 || forced == 3 || forced == 4) return LaunchWgmma<T, D, BLK, 1>(p, stream);
   if constexpr (BLK == 128) {
     if (forced == 2) return Launch<T, D, BLK, 2, (D == 128 ? 32 : 64)>(p, stream);
+    if (forced == 5) return LaunchWgmma<T, D, BLK, 2>(p, stream);
+  } else {
+    if (forced == 5) return LaunchWgmma<T, D, BLK, 1>(p, stream);
   }
   return Launch<T, D, BLK, 1, 64>(p, stream);
 }

@@ -205,15 +205,15 @@ TEST_CASE("cuda attention: empty rows give O = 0 and LSE = -inf; column order do
 // gathered into layout order, the kernel, and out/lse scattered back. The same arithmetic on the
 // same values in the same order, so the results must be identical.
 void CheckRowIndexCase(int64_t b, int64_t h, int64_t n, int64_t d, int64_t block,
-                       torch::ScalarType dt) {
+                       torch::ScalarType dt, double density = 0.4) {
   const torch::Device dev(torch::kCUDA);
   INFO("B=" << b << " H=" << h << " N=" << n << " D=" << d << " block=" << block
-            << " dtype=" << c10::toString(dt));
+            << " dtype=" << c10::toString(dt) << " density=" << density);
   const torch::Tensor q = Rand({b, h, n, d}, dt, dev);
   const torch::Tensor k = Rand({b, h, n, d}, dt, dev);
   const torch::Tensor v = Rand({b, h, n, d}, dt, dev);
   const int64_t nb = (n + block - 1) / block;
-  const BlockCsr csr = cuda::BlockCsrFromMask(RandomMask(b, h, nb, 0.4).to(dev), block);
+  const BlockCsr csr = cuda::BlockCsrFromMask(RandomMask(b, h, nb, density).to(dev), block);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   // order[p]: the model row at layout position p; position[r]: its inverse.
   const torch::Tensor order = torch::randperm(n, torch::kLong).to(dev);
@@ -257,6 +257,12 @@ TEST_CASE("cuda attention: a row index equals permuting q/k/v and unpermuting ou
   CheckRowIndexCase(1, 2, 500, 64, 128, torch::kHalf);
   CheckRowIndexCase(2, 1, 1100, 128, 128, torch::kBFloat16);
   CheckRowIndexCase(1, 1, 1, 64, 64, torch::kBFloat16);
+  // Dense rows: long chunk chains, so the source rows prefetched a chunk ahead are used many
+  // times over; N = 1050 ends in a block of 26 keys whose second 64-key chunk is skipped
+  // (the prefetch must step over it), N = 1400 in one of 120 keys (both chunks loaded).
+  CheckRowIndexCase(1, 2, 1050, 128, 128, torch::kBFloat16, 1.0);
+  CheckRowIndexCase(2, 1, 1400, 128, 128, torch::kHalf, 1.0);
+  CheckRowIndexCase(1, 3, 1000, 64, 128, torch::kBFloat16, 1.0);
 }
 
 TEST_CASE("cuda attention: bad row indices throw ShapeError", "[kernels]") {
@@ -392,6 +398,22 @@ TEST_CASE("cuda attention: every [cuda] case passes on the v5 kernel, 2 and 3 st
     CHECK(r.exit_code == 0);
     CHECK(r.out.find("All tests passed") != std::string::npos);
   }
+}
+
+// SPARSETUNE_ATTN_TILE=5: the wgmma kernel with two warpgroups per CTA (block 128; block 64 cases
+// run the default kernel), every other [cuda] case in a child process as above.
+TEST_CASE("cuda attention: every [cuda] case passes on the two-warpgroup wgmma kernel",
+          "[kernels][cuda][variant]") {
+  if (!CudaOrSkip()) return;
+  if (std::getenv("SPARSETUNE_ATTN_TILE") != nullptr) {
+    WARN("skipped: SPARSETUNE_ATTN_TILE is set, so this process tests the kernel it selects");
+    return;
+  }
+  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  const CommandResult r = RunCommand("SPARSETUNE_ATTN_TILE=5 '" + exe + "' '[cuda]~[variant]'");
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("All tests passed") != std::string::npos);
 }
 
 }  // namespace
