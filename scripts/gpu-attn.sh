@@ -9,8 +9,9 @@
 # Environment: OUT (logs and results, default ./out), SPARSETUNE_BUILD_DIR (default build-gpu),
 # GPU_ATTN_FLEX_SHAPES (shapes FlexAttention runs at, default wan2.1-1.3b-480p; empty = none),
 # GPU_ATTN_TILES (kernel settings tested and sanitized, SPARSETUNE_ATTN_TILE values; default "0" =
-# the launcher's choice, v4; the first is benched at every shape), GPU_ATTN_EXTRA_TILES (settings
-# benched at the first shape only, right after it; setting 4 (v5) also with 2 and 3 K/V stages).
+# the launcher's choice: v6, v4 for indexed calls at D=128; the first is benched at every shape),
+# GPU_ATTN_EXTRA_TILES (settings benched at the first shape only, right after it; setting 4 (v5)
+# also with 2 and 3 K/V stages).
 # Every step has a timeout; about 300 s on an H200 after the build (sanitizers and the fixed-depth
 # v5 rows are skipped when the call nears the 600 s limit). $OUT gets at most 8 files:
 # gpu-attn.log (everything summarised), build.log, bench-SHAPE.json per shape, flex-SHAPE.json,
@@ -54,7 +55,7 @@ timeout 420 cmake --build "$BUILD" -j16 --target kernels_cuda_tests sparsetune >
 TEST="$BUILD/tests/kernels/kernels_cuda_tests"
 CLI="$BUILD/bin/sparsetune"
 
-# Registers and spills of the attention kernels (v4 BlockSparseAttnWgmmaKernel, v5 BlockSparseAttnV5Kernel).
+# Registers and spills of the attention kernels (v4/v6 BlockSparseAttnWgmmaKernel, v5 BlockSparseAttnV5Kernel).
 say "resource usage"
 LIB="$BUILD/kernels/libsparsetune_kernels.a"
 timeout 60 cuobjdump -res-usage "$LIB" 2>/dev/null |

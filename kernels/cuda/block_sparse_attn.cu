@@ -1,8 +1,9 @@
 // Block-sparse flash attention forward for sm_90a. Two kernel families share one CSR walk:
 //
-//  * BlockSparseAttnWgmmaKernel (the default, v4): one warpgroup per 64 query rows; S = Q·K^T and
-//    O += P·V on wgmma (Q, K, V read by the tensor cores from 128-byte-swizzled shared memory, P
-//    from registers). Two CTAs share an SM, so one CTA's softmax overlaps the other's MMAs.
+//  * BlockSparseAttnWgmmaKernel (the default; v4, and v6 = v4 with lean address arithmetic): one
+//    warpgroup per 64 query rows; S = Q·K^T and O += P·V on wgmma (Q, K, V read by the tensor
+//    cores from 128-byte-swizzled shared memory, P from registers). Two CTAs share an SM, so one
+//    CTA's softmax overlaps the other's MMAs.
 //  * BlockSparseAttnKernel (v1-v3, FlashAttention-2 style, mma.sync m16n8k16 fed by ldmatrix):
 //    kept as the measured baseline and selectable with SPARSETUNE_ATTN_TILE=1 or 2.
 //
@@ -535,10 +536,63 @@ __device__ __forceinline__ void LoadPanelTileRows(
   }
 }
 
+// ---- v6 (SPARSETUNE_ATTN_TILE=6): the same kernel with lean per-chunk address arithmetic ----
+// ncu on v4 at 80% (H200, NOTES.md): 52% of issue slots busy at 2 warps per scheduler, 22% of the
+// warp samples in the code that issues a chunk's 16 cp.async per thread (a 64-bit address, a
+// select and a shared address per copy, and long-scoreboard stalls on rewriting the address
+// registers the previous copies still hold) and 11% in building the 16 S descriptors. A thread's
+// copies of a full 64-key chunk lie at one global base plus multiples of (rows per step) rows and
+// one shared base plus multiples of (rows per step) * 128 bytes, since the swizzle term r & 7 is
+// the same for every copy of the thread; both offsets go into the instruction as immediates.
+
+// Copies I = 0 .. N-1: shared dst + I * DST_STEP bytes <- global src + I * SRC_STEP bytes.
+template <int I, int N, int DST_STEP, int SRC_STEP>
+struct CopySteps {
+  static __device__ __forceinline__ void Run(uint32_t dst, const char* src) {
+    asm volatile("cp.async.cg.shared.global [%0+%2], [%1+%3], 16;\n" ::"r"(dst), "l"(src),
+                 "n"(I * DST_STEP), "n"(I * SRC_STEP));
+    CopySteps<I + 1, N, DST_STEP, SRC_STEP>::Run(dst, src);
+  }
+};
+template <int N, int DST_STEP, int SRC_STEP>
+struct CopySteps<N, N, DST_STEP, SRC_STEP> {
+  static __device__ __forceinline__ void Run(uint32_t, const char*) {}
+};
+
+// Gathered copies I = 0 .. N-1 of one row each: shared dst + I * DST_STEP bytes <- rows[I] of
+// src (a row of D elements), at the thread's 16-byte column `col_bytes`.
+template <int I, int N, int DST_STEP, int D, typename T>
+struct GatherSteps {
+  static __device__ __forceinline__ void Run(uint32_t dst, const T* src, int col_bytes,
+                                             const int (&rows)[N]) {
+    const char* g = reinterpret_cast<const char*>(src + static_cast<int64_t>(rows[I]) * D) + col_bytes;
+    asm volatile("cp.async.cg.shared.global [%0+%2], [%1], 16;\n" ::"r"(dst), "l"(g),
+                 "n"(I * DST_STEP));
+    GatherSteps<I + 1, N, DST_STEP, D, T>::Run(dst, src, col_bytes, rows);
+  }
+};
+template <int N, int DST_STEP, int D, typename T>
+struct GatherSteps<N, N, DST_STEP, D, T> {
+  static __device__ __forceinline__ void Run(uint32_t, const T*, int, const int (&)[N]) {}
+};
+
+// The low and high words of a 128-byte-swizzle descriptor (Desc): a descriptor of base + off
+// bytes is {lo + off / 16, hi} while the start address stays below 256 KiB (shared memory does).
+__device__ __forceinline__ uint32_t DescLo(uint32_t addr, uint32_t lbo_bytes) {
+  return ((addr & 0x3FFFF) >> 4) | (((lbo_bytes >> 4) & 0x3FFF) << 16);
+}
+__device__ __forceinline__ uint32_t DescHi(uint32_t sbo_bytes) {
+  return ((sbo_bytes >> 4) & 0x3FFF) | (1u << 30);
+}
+__device__ __forceinline__ uint64_t DescAt(uint32_t lo, uint32_t hi, uint32_t off_bytes) {
+  return (static_cast<uint64_t>(hi) << 32) | (lo + (off_bytes >> 4));
+}
+
 // kIndexed: p.row_index is used (false: it is ignored and positions are rows). A template
 // parameter, not a runtime test: with the test inside the loaders the identity path ran 15%
 // slower on an H200 (17.7 -> 20.2 ms dense at the Wan shape; 168 instead of 162 registers).
-template <typename T, int D, int BLK, int WG, bool kIndexed>
+// kLean: v6's address arithmetic (above); false is v4.
+template <typename T, int D, int BLK, int WG, bool kIndexed, bool kLean>
 __global__ void __launch_bounds__(128 * WG)
     BlockSparseAttnWgmmaKernel(const BlockSparseAttnParams p) {
   const int32_t* const row_index = kIndexed ? p.row_index : nullptr;
@@ -623,11 +677,37 @@ __global__ void __launch_bounds__(128 * WG)
   const int gq = lane >> 2;
   // This warpgroup's 64 rows start 64 * 128 bytes into each panel per preceding warpgroup.
   const uint32_t q_addr = SmemAddr(s_q) + (warp >> 2) * 64 * 128;
+  // v6: this thread's copies of a chunk: tile row r0 + i * kRowStep, 16-byte column cc.
+  constexpr int kColsPerRow = D / 8;
+  constexpr int kRowStep = kT / kColsPerRow;
+  const int r0 = static_cast<int>(threadIdx.x) / kColsPerRow;
+  const int cc = static_cast<int>(threadIdx.x) % kColsPerRow;
+  const uint32_t k_dst0 =
+      SmemAddr(s_k) + static_cast<uint32_t>(PanelSwz<KC>(r0, cc)) * static_cast<uint32_t>(sizeof(T));
+  constexpr uint32_t kStageBytes = KC * D * sizeof(T);  // one K (or V) stage
+  const uint32_t v_dst0 = k_dst0 + 2 * kStageBytes;
+  const uint32_t q_lo = DescLo(q_addr, 16);
+  const uint32_t k_lo = DescLo(SmemAddr(s_k), 16);
+  const uint32_t v_lo = DescLo(SmemAddr(s_v), KC * 128);
+  const uint32_t desc_hi = DescHi(1024);
 
   int stage = 0;
   while (c < total) {
     if (cn < total) {
-      if constexpr (kIndexed) {
+      if (kLean && nk0 + KC <= n) {
+        constexpr int kDstStep = kRowStep * 128;
+        const uint32_t kd = k_dst0 + static_cast<uint32_t>(stage ^ 1) * kStageBytes;
+        const uint32_t vd = v_dst0 + static_cast<uint32_t>(stage ^ 1) * kStageBytes;
+        if constexpr (kIndexed) {
+          GatherSteps<0, kR, kDstStep, D, T>::Run(kd, k, cc * 16, src_rows);
+          GatherSteps<0, kR, kDstStep, D, T>::Run(vd, v, cc * 16, src_rows);
+        } else {
+          const int64_t off = static_cast<int64_t>(nk0 + r0) * D + cc * 8;
+          constexpr int kSrcStep = kRowStep * D * static_cast<int>(sizeof(T));
+          CopySteps<0, kR, kDstStep, kSrcStep>::Run(kd, reinterpret_cast<const char*>(k + off));
+          CopySteps<0, kR, kDstStep, kSrcStep>::Run(vd, reinterpret_cast<const char*>(v + off));
+        }
+      } else if constexpr (kIndexed) {
         LoadPanelTileRows<KC, D, kT>(s_k + (stage ^ 1) * KC * D, k, src_rows);
         LoadPanelTileRows<KC, D, kT>(s_v + (stage ^ 1) * KC * D, v, src_rows);
       } else {
@@ -649,9 +729,15 @@ __global__ void __launch_bounds__(128 * WG)
 #pragma unroll
     for (int kk = 0; kk < kKSteps; ++kk) {
       const uint32_t panel = kk >> 2, off = (kk & 3) * 32;
-      const uint64_t da = Desc(q_addr + panel * BQ * 128 + off, 16, 1024);
-      const uint64_t db = Desc(k_addr + panel * KC * 128 + off, 16, 1024);
-      WgmmaSS64<T>(s, da, db, kk > 0 ? 1 : 0);
+      if constexpr (kLean) {
+        const uint64_t da = DescAt(q_lo, desc_hi, panel * BQ * 128 + off);
+        const uint64_t db = DescAt(k_lo, desc_hi, static_cast<uint32_t>(stage) * kStageBytes + panel * KC * 128 + off);
+        WgmmaSS64<T>(s, da, db, kk > 0 ? 1 : 0);
+      } else {
+        const uint64_t da = Desc(q_addr + panel * BQ * 128 + off, 16, 1024);
+        const uint64_t db = Desc(k_addr + panel * KC * 128 + off, 16, 1024);
+        WgmmaSS64<T>(s, da, db, kk > 0 ? 1 : 0);
+      }
     }
     WgmmaCommit();
     // The chunk after cn, while the tensor cores compute S (the loads only feed addresses).
@@ -709,8 +795,12 @@ __global__ void __launch_bounds__(128 * WG)
     }
     WgmmaFence();
 #pragma unroll
-    for (int kk = 0; kk < KC / 16; ++kk)
-      WgmmaRS<T, D>(acc, pa[kk], Desc(v_addr + kk * 16 * 128, KC * 128, 1024));
+    for (int kk = 0; kk < KC / 16; ++kk) {
+      if constexpr (kLean)
+        WgmmaRS<T, D>(acc, pa[kk], DescAt(v_lo, desc_hi, static_cast<uint32_t>(stage) * kStageBytes + kk * 16 * 128));
+      else
+        WgmmaRS<T, D>(acc, pa[kk], Desc(v_addr + kk * 16 * 128, KC * 128, 1024));
+    }
     WgmmaCommit();
     WgmmaWait0();
     __syncthreads();
@@ -756,11 +846,11 @@ __global__ void __launch_bounds__(128 * WG)
   }
 }
 
-template <typename T, int D, int BLK, int WG>
+template <typename T, int D, int BLK, int WG, bool kLean = false>
 int LaunchWgmma(const BlockSparseAttnParams& p, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(64 * WG * D + 4 * 64 * D) * sizeof(T) + 1024;
-  auto kernel = p.row_index != nullptr ? BlockSparseAttnWgmmaKernel<T, D, BLK, WG, true>
-                                       : BlockSparseAttnWgmmaKernel<T, D, BLK, WG, false>;
+  auto kernel = p.row_index != nullptr ? BlockSparseAttnWgmmaKernel<T, D, BLK, WG, true, kLean>
+                                       : BlockSparseAttnWgmmaKernel<T, D, BLK, WG, false, kLean>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return static_cast<int>(err);
@@ -770,19 +860,27 @@ int LaunchWgmma(const BlockSparseAttnParams& p, cudaStream_t stream) {
   return static_cast<int>(cudaGetLastError());
 }
 
-// Kernel choice. Default: the wgmma kernel with one warpgroup per CTA. SPARSETUNE_ATTN_TILE picks
-// another for side-by-side measurements (scripts/gpu-attn.sh, NOTES.md): 1 = mma.sync with 16 rows
-// per warp (v2), 2 = mma.sync with 32 rows per warp (v3, block 128), 3 = the default, 4 = v5
+// Kernel choice. Default: the wgmma kernel with one warpgroup per CTA, as v6 (v4 for indexed calls
+// at D = 128). SPARSETUNE_ATTN_TILE picks another for side-by-side measurements (scripts/gpu-kern.sh,
+// NOTES.md): 1 = mma.sync with 16 rows per warp (v2), 2 = mma.sync with 32 rows per warp (v3,
+// block 128), 3 = v4 for every call, 4 = v5
 // (block_sparse_attn_v5.cu, dispatched in LaunchBlockSparseAttention; this default where it declines),
 // 5 = the wgmma kernel with two warpgroups (128 query rows) sharing each K/V chunk (block 128;
-// block 64 runs the default).
+// block 64 runs v4), 6 = v6 for every call (v4 with lean per-chunk address arithmetic).
 template <typename T, int D, int BLK>
 int LaunchTile(const BlockSparseAttnParams& p, cudaStream_t stream) {
   static const int forced = [] {
     const char* e = std::getenv("SPARSETUNE_ATTN_TILE");
     return e == nullptr ? 0 : std::atoi(e);
   }();
-  if (forced == 0 || forced == 3 || forced == 4) return LaunchWgmma<T, D, BLK, 1>(p, stream);
+  if (forced == 0) {
+    // v6, except with a row index at D = 128, where v6's gather measured 2-3% slower than v4's
+    // (Wan shape, H200; at D = 64 v6 gathered 12% faster and without an index it is 9-18% faster).
+    if (D == 128 && p.row_index != nullptr) return LaunchWgmma<T, D, BLK, 1>(p, stream);
+    return LaunchWgmma<T, D, BLK, 1, true>(p, stream);
+  }
+  if (forced == 3 || forced == 4) return LaunchWgmma<T, D, BLK, 1>(p, stream);
+  if (forced == 6) return LaunchWgmma<T, D, BLK, 1, true>(p, stream);
   if constexpr (BLK == 128) {
     if (forced == 2) return Launch<T, D, BLK, 2, (D == 128 ? 32 : 64)>(p, stream);
     if (forced == 5) return LaunchWgmma<T, D, BLK, 2>(p, stream);

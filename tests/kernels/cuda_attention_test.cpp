@@ -400,9 +400,11 @@ TEST_CASE("cuda attention: every [cuda] case passes on the v5 kernel, 2 and 3 st
   }
 }
 
-// SPARSETUNE_ATTN_TILE=5: the wgmma kernel with two warpgroups per CTA (block 128; block 64 cases
-// run the default kernel), every other [cuda] case in a child process as above.
-TEST_CASE("cuda attention: every [cuda] case passes on the two-warpgroup wgmma kernel",
+// The other wgmma settings, every other [cuda] case in a child process as above:
+// SPARSETUNE_ATTN_TILE=3, v4 for every call (the default runs v6 except for indexed calls at
+// D = 128); 5, two warpgroups per CTA (block 128; block 64 cases run v4); 6, v6 for every call
+// (full chunks copied with immediate offsets, partial ones by v4's loaders).
+TEST_CASE("cuda attention: every [cuda] case passes on the wgmma settings 3, 5 and 6",
           "[kernels][cuda][variant]") {
   if (!CudaOrSkip()) return;
   if (std::getenv("SPARSETUNE_ATTN_TILE") != nullptr) {
@@ -410,10 +412,13 @@ TEST_CASE("cuda attention: every [cuda] case passes on the two-warpgroup wgmma k
     return;
   }
   const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
-  const CommandResult r = RunCommand("SPARSETUNE_ATTN_TILE=5 '" + exe + "' '[cuda]~[variant]'");
-  INFO(r.out << r.err);
-  CHECK(r.exit_code == 0);
-  CHECK(r.out.find("All tests passed") != std::string::npos);
+  for (const char* tile : {"3", "5", "6"}) {
+    const CommandResult r =
+        RunCommand(std::string("SPARSETUNE_ATTN_TILE=") + tile + " '" + exe + "' '[cuda]~[variant]'");
+    INFO("SPARSETUNE_ATTN_TILE=" << tile << ":\n" << r.out << r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("All tests passed") != std::string::npos);
+  }
 }
 
 }  // namespace
