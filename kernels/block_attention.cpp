@@ -192,8 +192,35 @@ AttentionOutput BlockSparseAttention(const Layout& l, const torch::Tensor& q,
 
 int64_t SparsePlan::bytes() const {
   return static_cast<int64_t>(items.size() * sizeof(Item) + q_rows.size() * sizeof(int64_t) +
-                              pieces.size() * sizeof(Piece));
+                              parts.size() * sizeof(Part) + pieces.size() * sizeof(Piece));
 }
+
+namespace {
+
+// Appends the key pieces of the blocks `keep` marks to `pieces` and returns their key count.
+// Runs of kept blocks whose layout ranges touch are one span (blocks are laid out in order, so a
+// run of adjacent kept blocks is contiguous; text blocks follow the video), cut at kKeyChunk.
+int64_t AppendPieces(const Layout& l, const std::vector<char>& keep,
+                     std::vector<SparsePlan::Piece>& pieces) {
+  const int64_t nb = static_cast<int64_t>(keep.size());
+  int64_t keys = 0, c = 0;
+  while (c < nb) {
+    if (!keep[static_cast<size_t>(c)]) {
+      ++c;
+      continue;
+    }
+    const int64_t begin = l.block_begin[static_cast<size_t>(c)];
+    int64_t end = begin;
+    while (c < nb && keep[static_cast<size_t>(c)] && l.block_begin[static_cast<size_t>(c)] == end)
+      end += l.block_len[static_cast<size_t>(c)], ++c;
+    for (int64_t s = begin; s < end; s += SparsePlan::kKeyChunk)
+      pieces.push_back({s, std::min(SparsePlan::kKeyChunk, end - s)});
+    keys += end - begin;
+  }
+  return keys;
+}
+
+}  // namespace
 
 SparsePlan BuildSparsePlan(const Layout& l, const torch::Tensor& mask, const torch::Tensor& q_block,
                            int64_t heads, int64_t head_dim) {
@@ -210,41 +237,74 @@ SparsePlan BuildSparsePlan(const Layout& l, const torch::Tensor& mask, const tor
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t i = 0; i < nq; ++i)
       rows_of[static_cast<size_t>(b * nb + qbp[b * nq + i])].push_back(i);
-  for (int64_t g = 0; g < g_count; ++g)
-    for (int64_t r = 0; r < nb; ++r) {
-      const std::vector<int64_t>& rows = rows_of[static_cast<size_t>((g / heads) * nb + r)];
-      if (rows.empty()) continue;
+  std::vector<char> shared(static_cast<size_t>(nb)), rest(static_cast<size_t>(nb));
+  for (int64_t g = 0; g < g_count; ++g) {
+    const std::vector<int64_t>* rows = &rows_of[static_cast<size_t>((g / heads) * nb)];
+    const bool* mg = mp + g * nb * nb;
+    auto full = [&](int64_t r) {
+      return std::all_of(mg + r * nb, mg + (r + 1) * nb, [](bool x) { return x; });
+    };
+    int64_t r = 0;
+    while (r < nb) {
+      if (rows[r].empty()) {
+        ++r;
+        continue;
+      }
+      // A group: consecutive query blocks up to kGroupQueries rows (at least one block); rows
+      // that keep every block (sink, text) are not mixed with sparse rows, so a sink group's
+      // shared span is every key.
+      const bool group_full = full(r);
+      std::vector<int64_t> members = {r};
+      int64_t count = static_cast<int64_t>(rows[r].size());
+      int64_t e = r + 1;
+      for (; e < nb; ++e) {
+        const int64_t c = static_cast<int64_t>(rows[e].size());
+        if (c == 0) continue;
+        if (count + c > SparsePlan::kGroupQueries || full(e) != group_full) break;
+        members.push_back(e);
+        count += c;
+      }
+      for (int64_t c = 0; c < nb; ++c) {
+        bool all = true;
+        for (int64_t x : members) all = all && mg[x * nb + c];
+        shared[static_cast<size_t>(c)] = all;
+      }
       SparsePlan::Item it;
       it.g = g;
       it.q_begin = static_cast<int64_t>(p.q_rows.size());
-      it.q_count = static_cast<int64_t>(rows.size());
+      it.q_count = count;
       it.piece_begin = static_cast<int64_t>(p.pieces.size());
-      p.q_rows.insert(p.q_rows.end(), rows.begin(), rows.end());
-      const bool* row = mp + (g * nb + r) * nb;
-      // Runs of kept blocks whose layout ranges touch are one span (blocks are laid out in
-      // order, so a run of adjacent kept blocks is contiguous; text blocks follow the video).
-      int64_t c = 0;
-      while (c < nb) {
-        if (!row[c]) {
-          ++c;
-          continue;
-        }
-        const int64_t begin = l.block_begin[static_cast<size_t>(c)];
-        int64_t end = begin;
-        while (c < nb && row[c] && l.block_begin[static_cast<size_t>(c)] == end)
-          end += l.block_len[static_cast<size_t>(c)], ++c;
-        for (int64_t s = begin; s < end; s += SparsePlan::kKeyChunk)
-          p.pieces.push_back({s, std::min(SparsePlan::kKeyChunk, end - s)});
-        it.keys += end - begin;
-      }
+      it.keys = AppendPieces(l, shared, p.pieces);
       it.piece_count = static_cast<int64_t>(p.pieces.size()) - it.piece_begin;
-      p.pairs += it.keys * it.q_count;
+      it.part_begin = static_cast<int64_t>(p.parts.size());
+      it.pairs = it.keys * count;
+      int64_t offset = 0;
+      for (int64_t x : members) {
+        const std::vector<int64_t>& xr = rows[x];
+        p.q_rows.insert(p.q_rows.end(), xr.begin(), xr.end());
+        for (int64_t c = 0; c < nb; ++c)
+          rest[static_cast<size_t>(c)] = mg[x * nb + c] && !shared[static_cast<size_t>(c)];
+        SparsePlan::Part part;
+        part.q_offset = offset;
+        part.q_count = static_cast<int64_t>(xr.size());
+        part.piece_begin = static_cast<int64_t>(p.pieces.size());
+        part.keys = AppendPieces(l, rest, p.pieces);
+        part.piece_count = static_cast<int64_t>(p.pieces.size()) - part.piece_begin;
+        offset += part.q_count;
+        if (part.piece_count == 0) continue;
+        it.pairs += part.keys * part.q_count;
+        p.parts.push_back(part);
+      }
+      it.part_count = static_cast<int64_t>(p.parts.size()) - it.part_begin;
+      p.pairs += it.pairs;
       p.max_queries = std::max(p.max_queries, it.q_count);
       p.items.push_back(it);
+      r = e;
     }
+  }
   std::stable_sort(p.items.begin(), p.items.end(),
                    [](const SparsePlan::Item& a, const SparsePlan::Item& b) {
-                     return a.keys * a.q_count > b.keys * b.q_count;
+                     return a.pairs > b.pairs;
                    });
   return p;
 }
@@ -383,10 +443,11 @@ void SoftmaxStep(float* s, int64_t ld, int64_t rows, int64_t cols, float* m, flo
 // the tiny model's block 32), while a 64-key piece is cheaper in place than copied.
 constexpr int64_t kInPlaceKeys = 64;
 
-// One work item: its queries gathered into a tile, then per score tile of at most kKeyChunk keys
-// S = scale·Q·Kᵀ, the online softmax step and acc += P·V. Score columns hold first the short
-// pieces (copied side by side into kv tiles, one matmul pair for all of them), then each long
-// piece (one matmul pair each, straight on k and v).
+// One work item: its queries gathered into a tile, then the shared pieces for all its rows and
+// each part's pieces for the part's rows. Per score tile of at most kKeyChunk keys: S =
+// scale·Q·Kᵀ, the online softmax step and acc += P·V. Score columns hold first the short pieces
+// (copied side by side into kv tiles, one matmul pair for all of them), then each long piece (one
+// matmul pair each, straight on k and v).
 struct ItemScratch {
   std::vector<float> q, s, acc, m, l, k, v;
   ItemScratch(int64_t max_q, int64_t d)
@@ -396,9 +457,44 @@ struct ItemScratch {
         v(static_cast<size_t>(SparsePlan::kKeyChunk * d)) {}
 };
 
+// Attends rows [r0, r0 + mq) of the item's query tile to `count` pieces of k/v (kg, vg: the g's
+// layout-ordered keys and values), updating those rows' running max, sum and accumulator.
+void RunPieces(const SparsePlan::Piece* pc, int64_t count, int64_t r0, int64_t mq, int64_t d,
+               const float* kg, const float* vg, float scale, ItemScratch& w) {
+  const int64_t ld = SparsePlan::kKeyChunk;
+  const float* qt = w.q.data() + r0 * d;
+  float* acc = w.acc.data() + r0 * d;
+  int64_t a = 0;
+  while (a < count) {
+    int64_t b = a, cols = 0, copied = 0;
+    while (b < count && cols + pc[b].len <= ld) {
+      if (pc[b].len < kInPlaceKeys) {
+        std::memcpy(&w.k[copied * d], kg + pc[b].begin * d, sizeof(float) * pc[b].len * d);
+        std::memcpy(&w.v[copied * d], vg + pc[b].begin * d, sizeof(float) * pc[b].len * d);
+        copied += pc[b].len;
+      }
+      cols += pc[b].len, ++b;
+    }
+    if (copied > 0) GemmABt(mq, copied, d, scale, qt, d, w.k.data(), d, 0.0f, w.s.data(), ld);
+    for (int64_t x = a, c0 = copied; x < b; ++x) {
+      if (pc[x].len < kInPlaceKeys) continue;
+      GemmABt(mq, pc[x].len, d, scale, qt, d, kg + pc[x].begin * d, d, 0.0f, w.s.data() + c0, ld);
+      c0 += pc[x].len;
+    }
+    SoftmaxStep(w.s.data(), ld, mq, cols, w.m.data() + r0, w.l.data() + r0, acc, d);
+    if (copied > 0) GemmAB(mq, d, copied, 1.0f, w.s.data(), ld, w.v.data(), d, 1.0f, acc, d);
+    for (int64_t x = a, c0 = copied; x < b; ++x) {
+      if (pc[x].len < kInPlaceKeys) continue;
+      GemmAB(mq, d, pc[x].len, 1.0f, w.s.data() + c0, ld, vg + pc[x].begin * d, d, 1.0f, acc, d);
+      c0 += pc[x].len;
+    }
+    a = b;
+  }
+}
+
 void RunItem(const SparsePlan& p, const SparsePlan::Item& it, const float* q, const float* k,
              const float* v, float scale, ItemScratch& w, float* out, float* lse) {
-  const int64_t d = p.d, mq = it.q_count, ld = SparsePlan::kKeyChunk;
+  const int64_t d = p.d, mq = it.q_count;
   const float* qg = q + it.g * p.nq * d;
   const float* kg = k + it.g * p.n * d;
   const float* vg = v + it.g * p.n * d;
@@ -407,36 +503,11 @@ void RunItem(const SparsePlan& p, const SparsePlan::Item& it, const float* q, co
   std::fill(w.acc.begin(), w.acc.begin() + mq * d, 0.0f);
   std::fill(w.m.begin(), w.m.begin() + mq, -std::numeric_limits<float>::infinity());
   std::fill(w.l.begin(), w.l.begin() + mq, 0.0f);
-  const SparsePlan::Piece* pc = p.pieces.data() + it.piece_begin;
-  int64_t a = 0;
-  while (a < it.piece_count) {
-    int64_t b = a, cols = 0, copied = 0;
-    while (b < it.piece_count && cols + pc[b].len <= ld) {
-      if (pc[b].len < kInPlaceKeys) {
-        std::memcpy(&w.k[copied * d], kg + pc[b].begin * d, sizeof(float) * pc[b].len * d);
-        std::memcpy(&w.v[copied * d], vg + pc[b].begin * d, sizeof(float) * pc[b].len * d);
-        copied += pc[b].len;
-      }
-      cols += pc[b].len, ++b;
-    }
-    if (copied > 0)
-      GemmABt(mq, copied, d, scale, w.q.data(), d, w.k.data(), d, 0.0f, w.s.data(), ld);
-    for (int64_t x = a, c0 = copied; x < b; ++x) {
-      if (pc[x].len < kInPlaceKeys) continue;
-      GemmABt(mq, pc[x].len, d, scale, w.q.data(), d, kg + pc[x].begin * d, d, 0.0f,
-              w.s.data() + c0, ld);
-      c0 += pc[x].len;
-    }
-    SoftmaxStep(w.s.data(), ld, mq, cols, w.m.data(), w.l.data(), w.acc.data(), d);
-    if (copied > 0)
-      GemmAB(mq, d, copied, 1.0f, w.s.data(), ld, w.v.data(), d, 1.0f, w.acc.data(), d);
-    for (int64_t x = a, c0 = copied; x < b; ++x) {
-      if (pc[x].len < kInPlaceKeys) continue;
-      GemmAB(mq, d, pc[x].len, 1.0f, w.s.data() + c0, ld, vg + pc[x].begin * d, d, 1.0f,
-             w.acc.data(), d);
-      c0 += pc[x].len;
-    }
-    a = b;
+  RunPieces(p.pieces.data() + it.piece_begin, it.piece_count, 0, mq, d, kg, vg, scale, w);
+  for (int64_t x = 0; x < it.part_count; ++x) {
+    const SparsePlan::Part& part = p.parts[static_cast<size_t>(it.part_begin + x)];
+    RunPieces(p.pieces.data() + part.piece_begin, part.piece_count, part.q_offset, part.q_count,
+              d, kg, vg, scale, w);
   }
   float* og = out + it.g * p.nq * d;
   float* lg = lse + it.g * p.nq;

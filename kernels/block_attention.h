@@ -31,37 +31,56 @@ AttentionOutput BlockSparseAttention(const Layout& layout, const torch::Tensor& 
 
 // The execution plan of block-sparse attention for one mask [G, nb, nb] and one query-block map
 // [B, Nq] (CPU). Built once per (mask, selection) with plain loops over the mask and reused: a
-// static pattern's plan serves every step. One work item per (g, query block): its query rows and
-// the key spans its mask row keeps, where a span is a run of consecutive kept blocks, i.e. a
-// contiguous range of layout positions (the first-frame sink, text and adjacent top-k blocks
-// merge into long spans). RunSparsePlan computes each item with BLAS matmuls straight on the
-// layout-ordered k/v (no gathered copies of keys) and an online softmax, so dense columns, sink
-// rows and sparse blocks of a row are one pass with no log-sum-exp merge.
+// static pattern's plan serves every step. One work item per (g, group of consecutive query
+// blocks holding up to kGroupQueries queries): the key spans EVERY block of the group keeps run
+// once for all the group's queries (the first-frame sink rows are one group attending all keys,
+// the sink columns one span shared by the sparse rows of a group), then each block's remaining
+// spans run for that block's queries only (a Part). A span is a run of consecutive kept blocks,
+// i.e. a contiguous range of layout positions (sink, text and adjacent top-k blocks merge into
+// long spans). RunSparsePlan computes each item with BLAS matmuls straight on the layout-ordered
+// k/v (no gathered copies of long spans) and one online softmax per query row, so shared spans,
+// per-block spans and dense columns are one pass with no log-sum-exp merge.
 struct SparsePlan {
   struct Item {
     int64_t g = 0;             // batch·head
-    int64_t q_begin = 0;       // first entry in q_rows
+    int64_t q_begin = 0;       // first entry in q_rows (the group's rows, block after block)
     int64_t q_count = 0;       // query rows of the item
+    int64_t piece_begin = 0;   // first entry in pieces: spans every block of the item keeps
+    int64_t piece_count = 0;   // shared key pieces of the item
+    int64_t keys = 0;          // key tokens of the shared pieces (every query attends them)
+    int64_t part_begin = 0;    // first entry in parts
+    int64_t part_count = 0;    // blocks of the item with keys beyond the shared ones
+    int64_t pairs = 0;         // q·k pairs the item computes
+  };
+  // The rows of one query block of an item and the key pieces only some blocks of the item keep.
+  struct Part {
+    int64_t q_offset = 0;      // first row within the item (0 = the item's q_begin)
+    int64_t q_count = 0;       // query rows of the block
     int64_t piece_begin = 0;   // first entry in pieces
-    int64_t piece_count = 0;   // key pieces of the item
-    int64_t keys = 0;          // key tokens the item attends
+    int64_t piece_count = 0;   // key pieces of the part
+    int64_t keys = 0;          // key tokens of those pieces
   };
   // Contiguous key range [begin, begin + len) in layout positions, len <= kKeyChunk.
   struct Piece {
     int64_t begin = 0;
     int64_t len = 0;
   };
-  // Keys one online-softmax step covers (the score tile is [block queries x kKeyChunk]).
+  // Keys one online-softmax step covers (the score tile is [item queries x kKeyChunk]).
   static constexpr int64_t kKeyChunk = 512;
+  // Queries one item may group: the shared spans' matmuls run with this many rows, the size
+  // libtorch's CPU flash kernel uses for long sequences (64-row matmuls measured ~13 % slower
+  // per pair than 256-row ones).
+  static constexpr int64_t kGroupQueries = 256;
   int64_t g_count = 0;          // G = B * heads
   int64_t nq = 0;               // query rows per g
   int64_t n = 0;                // key tokens per g
   int64_t d = 0;                // head dim the plan was built for
   int64_t pairs = 0;            // q·k pairs computed (for AttentionStats)
   int64_t max_queries = 0;      // largest q_count of an item
-  std::vector<Item> items;      // by decreasing work (q_count * keys): big items start first
+  std::vector<Item> items;      // by decreasing pairs: big items start first
   std::vector<int64_t> q_rows;  // query row within its g, per item
-  std::vector<Piece> pieces;    // key pieces, per item, ascending
+  std::vector<Part> parts;      // per-block remainders, per item
+  std::vector<Piece> pieces;    // key pieces, per item (shared) and per part, ascending in each
   int64_t bytes() const;        // memory held by the plan
 };
 
