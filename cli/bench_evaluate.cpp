@@ -132,7 +132,8 @@ int RunBenchEvaluate(const BenchEvaluateOptions& o) {
                           {"repeat_ms", d.repeat_ms},
                           {"spread", d.spread},
                           {"after_candidates", d.after_candidates},
-                          {"minor_faults", d.minor_faults}});
+                          {"minor_faults", d.minor_faults},
+                          {"interleaved", d.interleaved}});
     reference_ms.push_back(d.latency_ms);
   }
   const double ref_median = Median(reference_ms);

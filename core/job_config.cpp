@@ -63,6 +63,7 @@ void ReadLatency(JsonReader r, LatencyConfig& l) {
   l.warmup = r.integer("warmup", l.warmup, 0, 100);
   l.repeats = r.integer("repeats", l.repeats, 1, 1000);
   l.estimator = r.choice("estimator", "", {"min", "median"});
+  l.pairing = r.choice("pairing", "", {"interleaved", "bracketed"});
   r.finish();
 }
 

@@ -56,6 +56,11 @@ struct LatencyConfig {
   // "min" | "median" of the timed repeats; empty (key absent) = by source: min on the wall
   // clock (interference only adds time), median on CUPTI device time (docs/workloads.md).
   std::string estimator;
+  // How a candidate's dense latency is measured: "interleaved" (dense generations alternate with
+  // the candidate's timed repeats, D C C D D C ..., so the same seconds of machine state time
+  // both) or "bracketed" (dense reference measurements before and after every few candidates);
+  // empty (key absent) = interleaved on the wall clock, bracketed on CUPTI (docs/workloads.md).
+  std::string pairing;
 };
 
 // Fixed (not searched) parts of every candidate schedule.

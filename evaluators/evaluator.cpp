@@ -110,7 +110,78 @@ TimedRuns RunTimed(Workload& workload, Profiler& profiler, Runtime& runtime,
   return runs;
 }
 
+// Interleaved timing of a candidate against dense: after `latency.warmup` untimed candidate
+// generations, `repeats` pairs of one dense and one candidate generation, the order alternating
+// per pair (D C, C D, D C, ...) so neither side always runs first after the other. Dense
+// generation k runs the same sample as candidate generation k. One profiler measurement covers
+// all timed generations; its records are split by side afterwards.
+struct InterleavedRuns {
+  TimedRuns candidate;
+  Measurement dense;
+};
+
+InterleavedRuns RunInterleaved(Workload& workload, Profiler& profiler, Runtime& candidate,
+                               Runtime& dense, const std::vector<SampleSpec>& samples,
+                               const LatencyConfig& latency) {
+  InterleavedRuns runs;
+  runs.candidate.outputs.resize(samples.size());
+  const auto count = static_cast<int64_t>(samples.size());
+  const int64_t warmup = std::max<int64_t>(latency.warmup, 0);
+  const int64_t repeats = std::max<int64_t>({latency.repeats, count - warmup, 1});
+  std::vector<bool> dense_turn;  // per timed generation
+  for (int64_t p = 0; p < repeats; ++p) {
+    dense_turn.push_back(p % 2 == 0);
+    dense_turn.push_back(p % 2 != 0);
+  }
+  int64_t call = 0;
+  size_t next_candidate = 0;
+  auto next_dense = static_cast<size_t>(warmup);  // aligned with the first timed candidate run
+  const auto region = [&] {
+    const int64_t timed = call - warmup;
+    ++call;
+    if (timed >= 0 && dense_turn[static_cast<size_t>(timed)]) {
+      workload.run(samples[next_dense++ % samples.size()], dense);
+      return;
+    }
+    const size_t i = next_candidate++ % samples.size();
+    runs.candidate.outputs[i] = workload.run(samples[i], candidate);
+    runs.candidate.stats = candidate.stats();
+  };
+  const Measurement all =
+      profiler.measure(region, static_cast<int>(warmup), static_cast<int>(2 * repeats),
+                       [&workload] { workload.synchronize(); });
+  // Renumber each side's repeats 0..repeats-1 and summarise them like a measurement of their own.
+  std::vector<int64_t> side_index(dense_turn.size());
+  int64_t d = 0;
+  int64_t c = 0;
+  for (size_t t = 0; t < dense_turn.size(); ++t) side_index[t] = dense_turn[t] ? d++ : c++;
+  std::vector<KernelRecord> dense_records;
+  std::vector<KernelRecord> candidate_records;
+  for (KernelRecord record : all.records) {
+    const auto t = static_cast<size_t>(record.repeat);
+    if (t >= dense_turn.size()) continue;
+    record.repeat = side_index[t];
+    (dense_turn[t] ? dense_records : candidate_records).push_back(std::move(record));
+  }
+  const int side_repeats = static_cast<int>(repeats);
+  runs.dense = SummarizeRecords(all.source, std::move(dense_records), side_repeats);
+  runs.candidate.measurement =
+      SummarizeRecords(all.source, std::move(candidate_records), side_repeats);
+  runs.candidate.measurement.dropped_records = all.dropped_records;
+  runs.candidate.measurement.warnings = all.warnings;
+  return runs;
+}
+
 }  // namespace
+
+std::string LatencyPairingFor(const LatencyConfig& latency, const std::string& source) {
+  if (!latency.pairing.empty()) return latency.pairing;
+  // On the wall clock the machine's speed changes within seconds (a 2-vCPU VM measured the same
+  // dense generation at 340-880 ms in one process, in phases of several generations): only a
+  // dense generation next to the candidate's sees the same phase. CUPTI device time barely moves
+  // (0.1-0.2 % between repeats), so sparse references cost less and lose nothing.
+  return source == "wall_clock" ? kPairingInterleaved : kPairingBracketed;
+}
 
 std::string LatencyEstimatorFor(const LatencyConfig& latency, const std::string& source) {
   if (!latency.estimator.empty()) return latency.estimator;
@@ -299,10 +370,15 @@ std::vector<EvalResult> Evaluator::evaluate_pending(const std::vector<Pending>& 
     try {
       CheckGeometryMatches(*pending[i].schedule, workload_->geometry(), "schedule");
       ensure_dense();
+      if (interleaved()) {
+        results[i] = run_candidate(*pending[i].schedule, /*heldout=*/true, /*paired=*/true);
+        ++timed_candidates_;
+        continue;
+      }
       if (since_reference_ >= std::max<int64_t>(options_.dense_every, 1)) {
         measure_dense_reference();
       }
-      results[i] = run_candidate(*pending[i].schedule, /*heldout=*/true);
+      results[i] = run_candidate(*pending[i].schedule, /*heldout=*/true, /*paired=*/false);
       before[i] = static_cast<std::ptrdiff_t>(dense_refs_.size()) - 1;
       ++timed_candidates_;
       ++since_reference_;
@@ -322,7 +398,8 @@ std::vector<EvalResult> Evaluator::evaluate_pending(const std::vector<Pending>& 
     EvalResult& r = results[i];
     r.dense_latency_ms = 0.5 * (a.latency_ms + b.latency_ms);
     r.speedup = r.latency_ms > 0 ? r.dense_latency_ms / r.latency_ms : EvalResult::kNaN;
-    r.extra["dense_reference"] = {{"before_ms", a.latency_ms},
+    r.extra["dense_reference"] = {{"pairing", kPairingBracketed},
+                                  {"before_ms", a.latency_ms},
                                   {"after_ms", b.latency_ms},
                                   {"before_repeat_ms", a.repeat_ms},
                                   {"after_repeat_ms", b.repeat_ms},
@@ -336,7 +413,7 @@ EvalResult Evaluator::measure_dense_reference() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   const long faults0 = usage.ru_minflt;
-  EvalResult r = run_candidate(dense, /*heldout=*/false);
+  EvalResult r = run_candidate(dense, /*heldout=*/false, /*paired=*/false);
   getrusage(RUSAGE_SELF, &usage);
   DenseReference ref;
   ref.latency_ms = r.latency_ms;
@@ -352,11 +429,30 @@ EvalResult Evaluator::measure_dense_reference() {
   return r;
 }
 
-EvalResult Evaluator::run_candidate(const Schedule& schedule, bool heldout) {
+bool Evaluator::interleaved() const {
+  return LatencyPairingFor(config_.latency, profiler_->source()) == kPairingInterleaved;
+}
+
+EvalResult Evaluator::run_candidate(const Schedule& schedule, bool heldout, bool paired) {
   torch::NoGradGuard no_grad;
   Runtime runtime(schedule);
-  const TimedRuns runs =
-      RunTimed(*workload_, *profiler_, runtime, calibration_, config_.latency);
+  std::optional<Measurement> dense_side;
+  int64_t minor_faults = 0;
+  TimedRuns runs;
+  if (paired) {
+    if (!dense_runtime_) dense_runtime_ = std::make_unique<Runtime>(base_schedule());
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    const long faults0 = usage.ru_minflt;
+    InterleavedRuns both = RunInterleaved(*workload_, *profiler_, runtime, *dense_runtime_,
+                                          calibration_, config_.latency);
+    getrusage(RUSAGE_SELF, &usage);
+    minor_faults = usage.ru_minflt - faults0;
+    runs = std::move(both.candidate);
+    dense_side = std::move(both.dense);
+  } else {
+    runs = RunTimed(*workload_, *profiler_, runtime, calibration_, config_.latency);
+  }
 
   EvalResult r;
   Json samples = Json::array();
@@ -410,6 +506,22 @@ EvalResult Evaluator::run_candidate(const Schedule& schedule, bool heldout) {
   r.extra["mask_builds"] = runs.stats.mask_builds;
   r.extra["arm_runs"] = runs.stats.arm_runs;
   r.extra["cache_bytes"] = runtime.cache_bytes();
+  if (dense_side) {
+    DenseReference ref;
+    for (double ns : dense_side->repeat_ns) ref.repeat_ms.push_back(ns / 1e6);
+    ref.latency_ms = EstimateLatency(dense_side->repeat_ns, estimator) / 1e6;
+    ref.spread = dense_side->spread;
+    ref.after_candidates = timed_candidates_;
+    ref.minor_faults = minor_faults;  // of the whole interleaved measurement, both sides
+    ref.interleaved = true;
+    dense_refs_.push_back(ref);
+    r.dense_latency_ms = ref.latency_ms;
+    r.speedup = r.latency_ms > 0 ? r.dense_latency_ms / r.latency_ms : EvalResult::kNaN;
+    r.extra["dense_reference"] = {{"pairing", kPairingInterleaved},
+                                  {"repeat_ms", ref.repeat_ms},
+                                  {"order", "D C, C D, D C, ... (one pair per repeat)"},
+                                  {"index", dense_refs_.size() - 1}};
+  }
   return r;
 }
 

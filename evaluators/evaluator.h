@@ -20,6 +20,13 @@
 // with the defaults, libtorch's tensors were mmapped afresh every generation and the page-fault
 // cost fell as the process aged, so a baseline measured first was too slow (#4;
 // benchmarks/cpu-evaluate.md).
+// That is the "bracketed" pairing (latency.pairing; the default on CUPTI). On the wall clock the
+// default is "interleaved": each candidate's timed repeats alternate with dense generations of
+// the same samples (D C, C D, D C, ...; a persistent dense Runtime), the candidate's dense latency
+// is the estimator over those dense repeats, and every such dense measurement is appended to
+// dense_references(); no separate references are taken after the first (the baseline). A shared
+// VM's speed moves in phases of seconds; only a dense run next to the candidate's sees the same
+// phase (docs/workloads.md, "Timing noise").
 // Latency of a candidate or reference is one number from its timed repeats, by the estimator
 // LatencyEstimatorFor() picks: the minimum on the wall clock (interference on a shared or
 // virtual machine only adds time, so the fastest repeat is the least disturbed; measured in
@@ -62,7 +69,16 @@ struct DenseReference {
   double spread = 0;           // (max - min) / median of the repeats
   int64_t after_candidates = 0;  // timed candidates of this evaluator before this measurement
   int64_t minor_faults = 0;    // page faults (minor) of the process during the measurement
+  bool interleaved = false;    // measured interleaved with one candidate's repeats
 };
+
+// The pairings of `latency.pairing`.
+inline constexpr const char* kPairingInterleaved = "interleaved";
+inline constexpr const char* kPairingBracketed = "bracketed";
+
+// The pairing for a measurement from `source`: latency.pairing when the config sets it, else
+// "interleaved" on the wall clock and "bracketed" on CUPTI.
+std::string LatencyPairingFor(const LatencyConfig& latency, const std::string& source);
 
 // The latency estimators of `latency.estimator`.
 inline constexpr const char* kEstimatorMin = "min";
@@ -121,7 +137,10 @@ class Evaluator : public CandidateEvaluator {
   const torch::Tensor& dense_output(const SampleSpec& sample);
   // Times and scores one candidate (held-out samples too when `heldout` and enabled); speedup
   // and dense latency are left for the caller, which knows the bracketing references.
-  EvalResult run_candidate(const Schedule& schedule, bool heldout);
+  // With `paired`, the timed repeats interleave with dense generations (latency.pairing
+  // "interleaved") and the result carries its dense latency and speedup.
+  EvalResult run_candidate(const Schedule& schedule, bool heldout, bool paired);
+  bool interleaved() const;
   void progress(const std::string& line) const;
 
   JobConfig config_;
@@ -135,6 +154,7 @@ class Evaluator : public CandidateEvaluator {
   int64_t since_reference_ = 0;    // candidates timed since the last dense reference
   std::map<std::pair<int64_t, uint64_t>, torch::Tensor> dense_outputs_;  // by (class, seed)
   std::optional<std::vector<CapturedCall>> captured_;
+  std::unique_ptr<Runtime> dense_runtime_;  // dense side of interleaved measurements
 };
 
 }  // namespace sparsetune

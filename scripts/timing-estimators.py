@@ -9,6 +9,8 @@ repeats each result carries (`repeat_ms` of candidates and of the bracketing den
                         equal to the median for 3 repeats)
   reference combiners:  "mean2": mean of the two bracketing references' estimates (the
                         evaluator's way), "pooled": the estimator over both references' repeats
+                        (bracketed pairing only; with latency.pairing "interleaved" each
+                        candidate has its own interleaved dense repeats and both rows agree)
 
 Reports, per estimator: the dense seed's speedup (should be 1.00: its median, spread =
 (max - min) / median, worst |s - 1|), the scatter of the dense references' estimates, and, when
@@ -58,10 +60,16 @@ def speedups(run, est, combine):
     out = []
     for c in run["candidates"]:
         ref = c.get("dense_reference") or {}
-        if not c["ok"] or not c.get("repeat_ms") or "before_repeat_ms" not in ref:
+        if not c["ok"] or not c.get("repeat_ms"):
             continue
-        a, b = ref["before_repeat_ms"], ref["after_repeat_ms"]
-        dense = f(a + b) if combine == "pooled" else 0.5 * (f(a) + f(b))
+        if ref.get("pairing") == "interleaved":
+            # One dense measurement interleaved with the candidate's repeats: nothing to combine.
+            dense = f(ref["repeat_ms"])
+        elif "before_repeat_ms" in ref:
+            a, b = ref["before_repeat_ms"], ref["after_repeat_ms"]
+            dense = f(a + b) if combine == "pooled" else 0.5 * (f(a) + f(b))
+        else:
+            continue
         out.append((c["candidate"], c["dense"], dense / f(c["repeat_ms"])))
     return out
 
@@ -122,10 +130,29 @@ def analyze(paths):
 
 def run(args):
     os.makedirs(args.out, exist_ok=True)
+    config = args.config
+    if args.pairing:
+        # The same config with latency.pairing set, beside the original so relative paths hold.
+        with open(args.config) as f:
+            doc = json.load(f)
+        doc.setdefault("latency", {})["pairing"] = args.pairing
+        config = os.path.join(os.path.dirname(os.path.abspath(args.config)),
+                              f".timing-{args.pairing}-{os.getpid()}.json")
+        with open(config, "w") as f:
+            json.dump(doc, f)
+    try:
+        paths = run_all(args, config)
+    finally:
+        if config != args.config:
+            os.remove(config)
+    analyze(paths)
+
+
+def run_all(args, config):
     paths = []
     for i in range(args.runs):
         before = loadavg()
-        cmd = [args.sparsetune, "bench", "evaluate", args.config, "--json",
+        cmd = [args.sparsetune, "bench", "evaluate", config, "--json",
                "--candidates", str(args.candidates), "--dense-every", str(args.dense_every),
                "--seed", str(args.seed)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -139,7 +166,7 @@ def run(args):
             json.dump(result, f)
         paths.append(path)
         print(f"{path}: load {before} -> {result['loadavg_after']}", file=sys.stderr)
-    analyze(paths)
+    return paths
 
 
 def main():
@@ -153,6 +180,8 @@ def main():
     r.add_argument("--dense-every", type=int, default=4)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", required=True, help="folder for the runs' JSON")
+    r.add_argument("--pairing", choices=["interleaved", "bracketed"],
+                   help="set latency.pairing (default: the config's, else the evaluator's)")
     a = sub.add_parser("analyze", help="analyze saved bench evaluate JSON files")
     a.add_argument("files", nargs="+")
     args = p.parse_args()

@@ -50,7 +50,9 @@ TEST_CASE("speedup is computed against dense references taken through the candid
   EvaluatorOptions options;
   options.dense_every = 2;
   options.start_warmup = 3;
-  Evaluator ev(SmallJob(), SmallWorkload(), options);
+  JobConfig job = SmallJob();
+  job.latency.pairing = "bracketed";
+  Evaluator ev(job, SmallWorkload(), options);
   const ModelGeometry& g = ev.workload().geometry();
   const Schedule dense = UniformSchedule(g, HeadPattern{}, 0);
   const Schedule sparse = UniformSchedule(g, Pattern(PatternKind::kBlockSparse, 1.0, 0.5), 1);
@@ -174,6 +176,7 @@ TEST_CASE("candidates and references keep every repeat and are estimated from th
     JobConfig job = SmallJob();
     job.latency.repeats = 3;
     job.latency.estimator = estimator;
+    job.latency.pairing = "bracketed";
     Evaluator ev(job, SmallWorkload());
     const ModelGeometry& g = ev.workload().geometry();
     const Schedule sparse = UniformSchedule(g, Pattern(PatternKind::kBlockSparse, 1.0, 0.5), 1);
@@ -194,6 +197,147 @@ TEST_CASE("candidates and references keep every repeat and are estimated from th
     CHECK(ref.at("after_repeat_ms").get<std::vector<double>>() == refs[1].repeat_ms);
     CHECK(r.dense_latency_ms == Approx(0.5 * (refs[0].latency_ms + refs[1].latency_ms)));
   }
+}
+
+// Forwards to a workload and records, per run, the Runtime object it ran under and the sample.
+class RecordingWorkload : public Workload {
+ public:
+  explicit RecordingWorkload(std::unique_ptr<Workload> inner)
+      : Workload(inner->options()), inner_(std::move(inner)) {}
+  const ModelGeometry& geometry() const override { return inner_->geometry(); }
+  std::string kind() const override { return inner_->kind(); }
+  bool has_ssim() const override { return inner_->has_ssim(); }
+  torch::Tensor run(const SampleSpec& sample, Runtime& runtime) override {
+    runs.push_back({&runtime, sample.class_id});
+    return inner_->run(sample, runtime);
+  }
+  Quality compare(const torch::Tensor& dense, const torch::Tensor& output) const override {
+    return inner_->compare(dense, output);
+  }
+  std::vector<int64_t> capture_steps() const override { return inner_->capture_steps(); }
+  std::vector<CapturedCall> capture(const SampleSpec& sample,
+                                    const std::vector<int64_t>& steps) override {
+    return inner_->capture(sample, steps);
+  }
+  std::vector<std::pair<const Runtime*, int64_t>> runs;  // (runtime, class) per run
+
+ private:
+  std::unique_ptr<Workload> inner_;
+};
+
+TEST_CASE("interleaved pairing alternates dense and candidate generations of the same samples",
+          "[evaluators]") {
+  JobConfig job = SmallJob();
+  job.latency.warmup = 1;
+  job.latency.repeats = 3;
+  job.latency.pairing = "interleaved";
+  auto recording = std::make_unique<RecordingWorkload>(SmallWorkload());
+  RecordingWorkload* rec = recording.get();
+  EvaluatorOptions options;
+  options.start_warmup = 2;
+  options.heldout = true;
+  Evaluator ev(job, std::move(recording), options);
+  const ModelGeometry& g = ev.workload().geometry();
+  const Schedule sparse = UniformSchedule(g, Pattern(PatternKind::kBlockSparse, 1.0, 0.5), 1);
+  const Schedule budget = [&] {
+    Schedule s = UniformSchedule(g, HeadPattern{}, 1);
+    s.token_budget = {1.0, 0.5, 0.5, 0.5};
+    return s;
+  }();
+  Json bad = ScheduleToJson(sparse);
+  bad["block_size"] = -3;
+
+  ev.dense_baseline();
+  const size_t start = rec->runs.size();
+  // Start warm-up (2) + the baseline measured alone (1 warm-up + 3 repeats).
+  CHECK(start == 6);
+  REQUIRE(ev.dense_references().size() == 1);
+  CHECK_FALSE(ev.dense_references()[0].interleaved);
+
+  const std::vector<EvalResult> batch =
+      ev.evaluate({ScheduleToJson(sparse), bad, ScheduleToJson(budget)});
+  REQUIRE(batch.size() == 3);
+  REQUIRE(batch[0].ok);
+  CHECK_FALSE(batch[1].ok);
+  REQUIRE(batch[2].ok);
+  // One interleaved dense measurement per timed candidate, none for the bad one.
+  const std::vector<DenseReference>& refs = ev.dense_references();
+  REQUIRE(refs.size() == 3);
+
+  // Per candidate: 1 warm-up, then pairs D C, C D, D C; then its held-out sample (untimed).
+  const Runtime* dense_runtime = nullptr;
+  size_t at = start;
+  for (size_t c : {size_t{0}, size_t{2}}) {
+    INFO("candidate " << c);
+    const EvalResult& r = batch[c];
+    const Runtime* candidate = rec->runs[at].first;
+    const std::vector<bool> dense_turn = {false, true, false, false, true, true, false};
+    std::vector<int64_t> dense_classes;
+    std::vector<int64_t> candidate_classes;
+    for (size_t k = 0; k < dense_turn.size(); ++k) {
+      const auto& [runtime, cls] = rec->runs[at + k];
+      if (dense_turn[k]) {
+        CHECK(runtime != candidate);
+        if (dense_runtime == nullptr) dense_runtime = runtime;
+        CHECK(runtime == dense_runtime);  // one persistent dense runtime
+        dense_classes.push_back(cls);
+      } else {
+        CHECK(runtime == candidate);
+        if (k > 0) candidate_classes.push_back(cls);  // timed ones
+      }
+    }
+    // Dense generation k runs the sample of timed candidate generation k.
+    CHECK(dense_classes == candidate_classes);
+    CHECK(rec->runs[at + dense_turn.size()].second == 1);  // the held-out sample's class
+    at += dense_turn.size() + 1;
+    if (c == 0) {
+      // The held-out sample's dense output, computed (untimed) when first needed.
+      CHECK(rec->runs[at].second == 1);
+      CHECK(rec->runs[at].first != dense_runtime);
+      ++at;
+    }
+
+    const DenseReference& ref = refs[c == 0 ? 1 : 2];
+    CHECK(ref.interleaved);
+    REQUIRE(ref.repeat_ms.size() == 3);
+    CHECK(ref.latency_ms == Approx(EstimateLatency(ref.repeat_ms, "min")));
+    const std::vector<double> repeats = r.extra.at("repeat_ms").get<std::vector<double>>();
+    REQUIRE(repeats.size() == 3);
+    CHECK(r.latency_ms == Approx(EstimateLatency(repeats, "min")));
+    CHECK(r.dense_latency_ms == Approx(ref.latency_ms));
+    CHECK(r.speedup == Approx(r.dense_latency_ms / r.latency_ms));
+    const Json& pairing = r.extra.at("dense_reference");
+    CHECK(pairing.at("pairing") == "interleaved");
+    CHECK(pairing.at("repeat_ms").get<std::vector<double>>() == ref.repeat_ms);
+  }
+  CHECK(at == rec->runs.size());
+  // The candidate's outputs are scored, not the dense ones: the sparse schedule loses quality.
+  CHECK(batch[0].psnr < 100.0);
+  CHECK(batch[2].psnr < 100.0);
+}
+
+TEST_CASE("pairing defaults to interleaved on the wall clock and bracketed on CUPTI and is read "
+          "strictly", "[evaluators]") {
+  LatencyConfig latency;
+  CHECK(LatencyPairingFor(latency, "wall_clock") == "interleaved");
+  CHECK(LatencyPairingFor(latency, "cupti") == "bracketed");
+  latency.pairing = "bracketed";
+  CHECK(LatencyPairingFor(latency, "wall_clock") == "bracketed");
+  latency.pairing = "interleaved";
+  CHECK(LatencyPairingFor(latency, "cupti") == "interleaved");
+
+  auto parse = [](const Json& l) {
+    const Json doc = {{"name", "test"},
+                      {"workload", {{"kind", "shape"}, {"shape", "cogvideox-5b"}}},
+                      {"latency", l}};
+    return ParseJobConfig(doc, "job.json", ".");
+  };
+  CHECK(parse(Json::object()).latency.pairing.empty());
+  CHECK(parse({{"pairing", "bracketed"}}).latency.pairing == "bracketed");
+  REQUIRE_THROWS_WITH(parse({{"pairing", "paired"}}),
+                      "job.json: field 'latency.pairing': must be one of interleaved, bracketed "
+                      "(got \"paired\")");
+  REQUIRE_THROWS_AS(parse({{"pairing", 2}}), InputError);
 }
 
 TEST_CASE("held-out samples are scored when asked for", "[evaluators]") {
