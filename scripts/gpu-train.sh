@@ -8,9 +8,10 @@
 # (carry ".deps"). Builds only the `sparsetune` target. Writes two files under $OUT (a device call
 # brings back at most 8): <preset>.safetensors (the EMA weights) and <preset>-evidence.tgz holding
 # models/<preset>.{md,json} (the model card), train-<preset>.log (GPU, build time, training
-# progress), sample-<preset>-c<class>.png and, for gpu-small, analyze-gpu-small.txt.
+# progress), sample-<preset>-c<class>.png and analyze-<preset>.txt (`sparsetune analyze`: attention
+# mass on same-frame and same-position keys per head, the evidence issue #7 asks for).
 # Environment: OUT (default ./out), SPARSETUNE_BUILD_DIR (default build-gpu), SPARSETUNE_JOBS (16),
-# SAMPLE_CLASSES (default "0 3"), ANALYZE (default 1 for gpu-small, 0 for cpu-tiny).
+# SAMPLE_CLASSES (default "0 3"), ANALYZE (default 1; 0 skips analyze).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 PRESET="${1:?usage: scripts/gpu-train.sh cpu-tiny|gpu-small [train options]}"
@@ -26,7 +27,7 @@ JOBS="${SPARSETUNE_JOBS:-16}"
 LOG="$OUT/train-$PRESET.log"
 BIN="$BUILD/bin/sparsetune"
 case "$PRESET" in
-  cpu-tiny) JOB=configs/default.json; SCALE=4; ANALYZE="${ANALYZE:-0}" ;;
+  cpu-tiny) JOB=configs/default.json; SCALE=4; ANALYZE="${ANALYZE:-1}" ;;
   gpu-small) JOB=configs/gpu-small.json; SCALE=2; ANALYZE="${ANALYZE:-1}" ;;
   *) echo "unknown preset '$PRESET' (cpu-tiny, gpu-small)" >&2; exit 2 ;;
 esac

@@ -40,6 +40,14 @@ TrainConfig LoadTrainConfig(const std::filesystem::path& path) {
   c.crop_max = r.number("crop_max", 1.0, 0.05, 1.0);
   if (c.crop_min > c.crop_max) r.fail("crop_min", "must be <= crop_max");
   c.flip = r.boolean("flip", true);
+  c.image_fraction = r.number("image_fraction", 0.0, 0.0, 1.0);
+  if (c.image_fraction >= 1.0) {
+    r.fail("image_fraction", "must be < 1 (a video model needs video windows)");
+  }
+  c.pan_fraction = r.number("pan_fraction", 0.0, 0.0, 1.0);
+  if (c.pan_fraction > 0 && c.crop_min >= 1.0) {
+    r.fail("pan_fraction", "needs crop_min < 1 (a full-frame crop has no room to pan)");
+  }
   c.timesteps = r.choice("timesteps", "logit-normal", {"logit-normal", "uniform"});
   c.val_every = r.integer("val_every", 250, 0, int64_t{1} << 30);
   c.val_windows = r.integer("val_windows", 4, 1, 1024);

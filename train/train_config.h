@@ -37,6 +37,8 @@ struct TrainConfig {
   double crop_min = 0.6;                 // smallest square crop side, as a fraction of the frame
   double crop_max = 1.0;                 // largest square crop side, fraction of the frame
   bool flip = true;                      // random horizontal flips
+  double image_fraction = 0.0;           // share of samples that are T unrelated stills, [0, 1)
+  double pan_fraction = 0.0;             // share of video windows whose crop pans over time, [0, 1]
   std::string timesteps = "logit-normal";  // t sampling: "logit-normal" (SD3) | "uniform"
   int64_t val_every = 250;               // steps between validation losses; 0 = only at the ends
   int64_t val_windows = 4;               // held-out windows per clip in the validation set

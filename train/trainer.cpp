@@ -20,6 +20,7 @@
 #include "datasets/clips.h"
 #include "datasets/tensor_io.h"
 #include "evaluators/tiny_vdit.h"
+#include "train/windows.h"
 
 #ifdef SPARSETUNE_WITH_CUDA_RUNTIME
 #include <cuda_runtime_api.h>
@@ -107,6 +108,7 @@ struct ClipData {
     int64_t heldout_frames = 0;  // the rest of the clip is held out
   };
   std::vector<Entry> clips;
+  std::vector<ClipSpan> spans;  // the training frames of `clips`, for RandomWindows
   torch::Tensor frames;  // [F, 3, H, W] in [-1, 1]
   int64_t height = 0, width = 0;
 };
@@ -146,22 +148,15 @@ ClipData LoadClipData(const TrainConfig& config, const TinyVditConfig& model,
     }
     parts.push_back(clip.frames.permute({0, 3, 1, 2}).to(torch::kFloat32) / 127.5 - 1.0);
     data.clips.push_back(e);
+    data.spans.push_back({e.class_id, e.offset, e.train_frames});
     offset += t;
   }
   data.frames = torch::cat(parts, 0).to(device).contiguous();
   return data;
 }
 
-// One window of a clip: frame indices into ClipData::frames and a square crop (centre and side in
-// normalized [-1, 1] coordinates) with an optional horizontal flip.
-struct Window {
-  int64_t class_id = 0;
-  std::vector<int64_t> frames;
-  double side = 1.0, cx = 0.0, cy = 0.0;
-  bool flip = false;
-};
-
-// Windows -> videos [B, 3, T, h, w] at the model's size, and labels [B].
+// Samples -> videos [B, 3, T, h, w] at the model's size, and labels [B]. Every frame is cropped,
+// flipped and resized by its own affine map, all frames in one grid_sample.
 std::pair<torch::Tensor, torch::Tensor> Assemble(const ClipData& data,
                                                  const std::vector<Window>& windows,
                                                  const TinyVditConfig& model,
@@ -171,19 +166,17 @@ std::pair<torch::Tensor, torch::Tensor> Assemble(const ClipData& data,
   std::vector<int64_t> index, labels;
   std::vector<float> theta;
   for (const Window& w : windows) {
-    index.insert(index.end(), w.frames.begin(), w.frames.end());
     labels.push_back(w.class_id);
-    const auto sx = static_cast<float>(w.flip ? -w.side : w.side);
-    const std::vector<float> row = {sx, 0.0f, static_cast<float>(w.cx),
-                                    0.0f, static_cast<float>(w.side), static_cast<float>(w.cy)};
-    theta.insert(theta.end(), row.begin(), row.end());
+    for (const FrameView& v : w.frames) {
+      index.push_back(v.frame);
+      const auto sx = static_cast<float>(v.flip ? -v.side : v.side);
+      const std::vector<float> row = {sx, 0.0f, static_cast<float>(v.cx),
+                                      0.0f, static_cast<float>(v.side), static_cast<float>(v.cy)};
+      theta.insert(theta.end(), row.begin(), row.end());
+    }
   }
   const torch::Tensor idx = torch::tensor(index, torch::kInt64).to(device);
-  const torch::Tensor th = torch::tensor(theta, torch::kFloat32)
-                               .view({b, 1, 2, 3})
-                               .expand({b, t, 2, 3})
-                               .reshape({b * t, 2, 3})
-                               .to(device);
+  const torch::Tensor th = torch::tensor(theta, torch::kFloat32).view({b * t, 2, 3}).to(device);
   const torch::Tensor src = data.frames.index_select(0, idx);  // [B T, 3, H, W]
   const torch::Tensor grid =
       torch::nn::functional::affine_grid(th, {b * t, 3, model.height, model.width}, false);
@@ -192,28 +185,6 @@ std::pair<torch::Tensor, torch::Tensor> Assemble(const ClipData& data,
       torch::nn::functional::GridSampleFuncOptions().mode(torch::kBilinear).align_corners(false));
   const torch::Tensor video = out.view({b, t, 3, model.height, model.width}).permute({0, 2, 1, 3, 4});
   return {video.contiguous(), torch::tensor(labels, torch::kInt64).to(device)};
-}
-
-std::vector<Window> RandomWindows(const ClipData& data, const TrainConfig& config,
-                                  const TinyVditConfig& model, std::mt19937_64& rng) {
-  std::vector<Window> windows;
-  std::uniform_real_distribution<double> unit(0.0, 1.0);
-  for (int64_t i = 0; i < config.batch; ++i) {
-    const auto& clip = data.clips[rng() % data.clips.size()];
-    int64_t stride = config.frame_strides[rng() % config.frame_strides.size()];
-    while (stride > 1 && (model.frames - 1) * stride + 1 > clip.train_frames) --stride;
-    const int64_t span = (model.frames - 1) * stride + 1;
-    const int64_t start = static_cast<int64_t>(rng() % static_cast<uint64_t>(clip.train_frames - span + 1));
-    Window w;
-    w.class_id = clip.class_id;
-    for (int64_t f = 0; f < model.frames; ++f) w.frames.push_back(clip.offset + start + f * stride);
-    w.side = config.crop_min + (config.crop_max - config.crop_min) * unit(rng);
-    w.cx = (1.0 - w.side) * (2.0 * unit(rng) - 1.0);
-    w.cy = (1.0 - w.side) * (2.0 * unit(rng) - 1.0);
-    w.flip = config.flip && unit(rng) < 0.5;
-    windows.push_back(w);
-  }
-  return windows;
 }
 
 // Full-frame windows with evenly spaced starts in the held-out (or training) part of every clip.
@@ -227,7 +198,11 @@ std::vector<Window> FixedWindows(const ClipData& data, int64_t per_clip, const T
       const int64_t start = per_clip == 1 ? room / 2 : (room * i) / (per_clip - 1);
       Window w;
       w.class_id = clip.class_id;
-      for (int64_t f = 0; f < model.frames; ++f) w.frames.push_back(first + start + f);
+      for (int64_t f = 0; f < model.frames; ++f) {
+        FrameView v;
+        v.frame = first + start + f;
+        w.frames.push_back(v);
+      }
       windows.push_back(w);
     }
   }
@@ -434,6 +409,8 @@ void WriteCard(const TrainConfig& config, const TrainOptions& options, const Tin
        {{"steps", r.steps}, {"planned_steps", r.planned_steps}, {"time_limited", r.time_limited},
         {"batch", config.batch}, {"lr", config.lr}, {"warmup_steps", config.warmup_steps},
         {"weight_decay", config.weight_decay}, {"ema_decay", config.ema_decay},
+        {"frame_strides", config.frame_strides}, {"image_fraction", config.image_fraction},
+        {"pan_fraction", config.pan_fraction},
         {"seed", config.seed}, {"init_seed", config.init_seed}, {"device", r.device},
         {"bf16_autocast", config.bf16 && config.device == "cuda"},
         {"wall_s", r.wall_s}}},
@@ -473,7 +450,11 @@ void WriteCard(const TrainConfig& config, const TrainOptions& options, const Tin
   }
   md << "}, square crop of " << Fixed(config.crop_min, 2) << " to " << Fixed(config.crop_max, 2)
      << " of the frame resized to " << model.height << "x" << model.width
-     << (config.flip ? ", random horizontal flips" : "") << ".\n\n"
+     << (config.flip ? ", random horizontal flips" : "") << "; "
+     << Fixed(config.pan_fraction * 100, 0) << "% of video windows pan (the crop moves over the "
+     << "window). " << Fixed(config.image_fraction * 100, 0)
+     << "% of samples are stills: the frames of one clip at independent random times, each with "
+     << "its own crop (joint image-video training, docs/training.md).\n\n"
      << "## Training\n\n"
      << "| steps | batch | peak lr | warm-up | weight decay | EMA | t sampling | device | bf16 "
         "autocast | wall time |\n|---|---|---|---|---|---|---|---|---|---|\n"
@@ -597,7 +578,7 @@ TrainResult Train(const TrainConfig& config, const TrainOptions& options) {
     }
     const uint64_t step_seed = StepSeed(config.seed, step);
     std::mt19937_64 rng(step_seed);
-    auto [x0, labels] = Assemble(data, RandomWindows(data, config, model_config, rng), model_config, device);
+    auto [x0, labels] = Assemble(data, RandomWindows(data.spans, config, model_config.frames, rng), model_config, device);
     std::vector<float> times;
     std::normal_distribution<double> normal(0.0, 1.0);
     std::uniform_real_distribution<double> unit(0.0, 1.0);

@@ -40,6 +40,8 @@ TEST_CASE("train config: defaults and relative paths", "[train]") {
   CHECK(c.lr == Approx(0.001));
   CHECK(c.device == "cpu");
   CHECK(c.frame_strides == std::vector<int64_t>{1});
+  CHECK(c.image_fraction == 0.0);
+  CHECK(c.pan_fraction == 0.0);
   CHECK(c.clips == dir.path() / "clips");
   CHECK(c.checkpoint_dir == dir.path() / "ckpt");
 }
@@ -60,4 +62,29 @@ TEST_CASE("train config: bad input names the field", "[train]") {
   Write(dir, R"({"preset": "cpu-tiny"})");
   REQUIRE_THROWS_AS(LoadTrainConfig(file), InputError);
   REQUIRE_THROWS_AS(LoadTrainConfig(dir / "missing.json"), InputError);
+}
+
+TEST_CASE("train config: image_fraction and pan_fraction are read strictly", "[train]") {
+  test::TempDir dir;
+  const std::string file = (dir / "t.json").string();
+  Write(dir, std::string(kMinimal) + R"(, "image_fraction": 0.3, "pan_fraction": 0.25})");
+  const TrainConfig c = LoadTrainConfig(file);
+  CHECK(c.image_fraction == Approx(0.3));
+  CHECK(c.pan_fraction == Approx(0.25));
+  Write(dir, std::string(kMinimal) + R"(, "image_fraction": 1})");
+  REQUIRE_THROWS_WITH(LoadTrainConfig(file),
+                      file + ": field 'image_fraction': must be < 1 (a video model needs video "
+                             "windows)");
+  Write(dir, std::string(kMinimal) + R"(, "image_fraction": -0.1})");
+  REQUIRE_THROWS_AS(LoadTrainConfig(file), InputError);
+  Write(dir, std::string(kMinimal) + R"(, "image_fraction": "half"})");
+  REQUIRE_THROWS_AS(LoadTrainConfig(file), InputError);
+  Write(dir, std::string(kMinimal) + R"(, "pan_fraction": 1.5})");
+  REQUIRE_THROWS_AS(LoadTrainConfig(file), InputError);
+  Write(dir, std::string(kMinimal) + R"(, "pan_fraction": 0.5, "crop_min": 1.0})");
+  REQUIRE_THROWS_WITH(LoadTrainConfig(file),
+                      file + ": field 'pan_fraction': needs crop_min < 1 (a full-frame crop has "
+                             "no room to pan)");
+  Write(dir, std::string(kMinimal) + R"(, "image_frac": 0.3})");
+  REQUIRE_THROWS_AS(LoadTrainConfig(file), InputError);
 }

@@ -117,7 +117,8 @@ TEST_CASE("train: cpu-tiny trains on CPU, ships fp16 weights + card; resume is e
           "[train][slow]") {
   test::TempDir dir;
   test::WriteProceduralClips(dir / "clips");
-  const TrainConfig config = ConfigIn(dir);
+  // Stills and pans on, so the exact resume covers their draws and per-frame crops too.
+  const TrainConfig config = ConfigIn(dir, {{"image_fraction", 0.5}, {"pan_fraction", 0.5}});
   std::vector<std::string> lines;
   TrainOptions options;
   options.command = "sparsetune train test.json";
