@@ -7,7 +7,7 @@ namespace sparsetune {
 
 struct BuildInfo {
   std::string version;      // sparsetune version (CMake project version)
-  std::string git_commit;   // short commit at configure time, "-dirty" when the tree had changes
+  std::string git_commit;   // short commit at build time, "-dirty" when tracked files had changes
   std::string torch;        // libtorch version found at configure time
   bool cuda_compiled;       // CUDA kernels compiled in
   bool cupti_compiled;      // CUPTI profiler compiled in
