@@ -32,8 +32,8 @@ AttentionOutput BlockSparseAttention(const Layout& layout, const torch::Tensor& 
 // The execution plan of block-sparse attention for one mask [G, nb, nb] and one query-block map
 // [B, Nq] (CPU). Built once per (mask, selection) with plain loops over the mask and reused: a
 // static pattern's plan serves every step. One work item per (g, group of consecutive query
-// blocks holding up to kGroupQueries queries): the key spans EVERY block of the group keeps run
-// once for all the group's queries (the first-frame sink rows are one group attending all keys,
+// blocks holding up to kGroupQueries queries and sharing at least kMinSharedKeys keys): the key
+// spans EVERY block of the group keeps run once for all the group's queries (the first-frame sink rows are one group attending all keys,
 // the sink columns one span shared by the sparse rows of a group), then each block's remaining
 // spans run for that block's queries only (a Part). A span is a run of consecutive kept blocks,
 // i.e. a contiguous range of layout positions (sink, text and adjacent top-k blocks merge into
@@ -71,6 +71,9 @@ struct SparsePlan {
   // libtorch's CPU flash kernel uses for long sequences (64-row matmuls measured ~13 % slower
   // per pair than 256-row ones).
   static constexpr int64_t kGroupQueries = 256;
+  // Shared key tokens a group must keep to take another block (a tile half): smaller shared
+  // parts cost more matmul calls than they save.
+  static constexpr int64_t kMinSharedKeys = 256;
   int64_t g_count = 0;          // G = B * heads
   int64_t nq = 0;               // query rows per g
   int64_t n = 0;                // key tokens per g

@@ -107,24 +107,35 @@ int64_t CheckPlan(const Layout& lay, const torch::Tensor& mask, const torch::Ten
 
 TEST_CASE("sparse plan groups query blocks: shared spans once, per-block spans apart",
           "[kernels]") {
-  // Tiles [1, 4, 4], block 16: a 4x8x8 video frame is 4 blocks; text at the back; 2 heads.
-  const ModelGeometry m = SmallModel({4, 8, 8}, 6, TextPosition::kBack, 2, 32);
+  // Tiles [1, 4, 4], block 16: a 4x8x16 video frame is 8 blocks (128 keys); text at the back;
+  // 2 heads. Groups need kMinSharedKeys (256) common keys.
+  const ModelGeometry m = SmallModel({4, 8, 16}, 6, TextPosition::kBack, 2, 32);
   const Layout lay = BuildLayout(m, TokenOrder{TokenOrderKind::kTiles, {1, 4, 4}}, 16);
   const int64_t n = m.tokens(), nb = lay.blocks(), heads = 2, d = 32;
-  REQUIRE(nb == 17);
+  REQUIRE(nb == 33);
 
   SECTION("sink mask: first-frame rows dense, sink and text columns, random top blocks") {
     const int64_t batch = 2;
     torch::manual_seed(501);
     torch::Tensor mask = torch::rand({batch * heads, nb, nb}) < 0.3;
-    mask.narrow(2, 0, 4).fill_(true);                           // first-frame columns
+    mask.narrow(2, 0, 8).fill_(true);                           // first-frame columns
     mask.narrow(2, lay.video_blocks, lay.text_blocks).fill_(true);  // text columns
-    mask.narrow(1, 0, 4).fill_(true);                           // first-frame rows
+    mask.narrow(1, 0, 8).fill_(true);                           // first-frame rows
     mask.narrow(1, lay.video_blocks, lay.text_blocks).fill_(true);  // text rows
     const torch::Tensor q_block = lay.block_of.unsqueeze(0).expand({batch, n}).contiguous();
     const torch::Tensor q = Rand(502, {batch * heads, n, d}) * 2.0;
     const torch::Tensor k = Rand(503, {batch * heads, n, d}), v = Rand(504, {batch * heads, n, d});
     CHECK(CheckPlan(lay, mask, q_block, heads, q, k, v) > 0);
+  }
+  SECTION("few shared keys: no groups, one item per query block") {
+    const int64_t batch = 1;
+    torch::manual_seed(531);
+    torch::Tensor mask = torch::rand({heads, nb, nb}) < 0.3;
+    mask.narrow(2, 0, 2).fill_(true);  // 32 shared keys: below kMinSharedKeys
+    const torch::Tensor q_block = lay.block_of.unsqueeze(0).contiguous();
+    const torch::Tensor q = Rand(532, {heads, n, d});
+    const torch::Tensor k = Rand(533, {heads, n, d}), v = Rand(534, {heads, n, d});
+    CHECK(CheckPlan(lay, mask, q_block, heads, q, k, v) == 0);
   }
   SECTION("partial query selection: blocks of uneven size, some without queries") {
     const int64_t batch = 2, nq = 150;
@@ -145,9 +156,9 @@ TEST_CASE("sparse plan groups query blocks: shared spans once, per-block spans a
   SECTION("identical rows: one shared span set, no parts") {
     const int64_t batch = 1;
     torch::manual_seed(521);
-    const torch::Tensor row = torch::rand({nb}) < 0.5;
+    torch::Tensor row = torch::rand({nb}) < 0.5;
+    row.narrow(0, 0, 16).fill_(true);  // 256 keys at least: enough to group
     torch::Tensor mask = row.view({1, 1, nb}).expand({heads, nb, nb}).clone();
-    mask.select(2, 0).fill_(true);
     const torch::Tensor q_block = lay.block_of.unsqueeze(0).contiguous();
     const torch::Tensor q = Rand(522, {heads, n, d});
     const torch::Tensor k = Rand(523, {heads, n, d}), v = Rand(524, {heads, n, d});
