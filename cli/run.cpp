@@ -160,19 +160,26 @@ int RunRun(const RunOptions& o) {
   }
   const JobSummary summary = RunJob(config, evaluator, *store, job_options);
 
-  // Every speedup is against the dense reference measurements around its candidate; their spread
-  // is the timing noise of this run.
+  // Every speedup is against dense measurements of this process: interleaved with its own
+  // candidate's generations (the wall-clock default), or bracketing it. Their spread is how much
+  // the machine's speed moved during the job, which the pairing takes out of each speedup.
   std::vector<double> refs;
-  for (const DenseReference& d : evaluator.dense_references()) refs.push_back(d.latency_ms);
+  int64_t interleaved = 0;
+  for (const DenseReference& d : evaluator.dense_references()) {
+    refs.push_back(d.latency_ms);
+    interleaved += d.interleaved ? 1 : 0;
+  }
   std::sort(refs.begin(), refs.end());
-  Json dense_refs = {{"count", refs.size()}};
+  Json dense_refs = {{"count", refs.size()}, {"interleaved", interleaved}};
   if (!refs.empty()) {
     const double median = refs[refs.size() / 2];
     dense_refs["median_ms"] = median;
     dense_refs["spread"] = (refs.back() - refs.front()) / median;
     if (talk) {
-      log << "dense references: " << refs.size() << " measurements, median " << Num(median, 1)
-          << " ms, spread " << Num(100 * (refs.back() - refs.front()) / median, 1) << "%\n";
+      log << "dense references: " << refs.size() << " measurements";
+      if (interleaved > 0) log << " (" << interleaved << " interleaved with their candidate)";
+      log << ", median " << Num(median, 1) << " ms, spread "
+          << Num(100 * (refs.back() - refs.front()) / median, 1) << "%\n";
     }
   }
 
