@@ -390,7 +390,7 @@ TEST_CASE("CheckFinite catches NaN, +inf and -inf anywhere and accepts huge fini
   REQUIRE_NOTHROW(CheckFinite(huge, huge, -huge));
 }
 
-TEST_CASE("sparse plan: one item per (g, query block), kept blocks merged into key spans",
+TEST_CASE("sparse plan: every query row in exactly one item, shared keys merged into key spans",
           "[kernels]") {
   // Partial last video block, text at the back, partial query sets per batch row, two heads.
   const ModelGeometry m = SmallModel({3, 6, 7}, 5, TextPosition::kBack, 2, 32);
