@@ -90,13 +90,19 @@ struct TimedRuns {
   AttentionStats stats;                // work of one generation (the last run)
 };
 
+// Timed generations of one measurement: latency.repeats, but enough that warm-up plus timed
+// runs generate every sample at least once.
+int64_t TimedRepeats(const LatencyConfig& latency, size_t samples) {
+  const int64_t warmup = std::max<int64_t>(latency.warmup, 0);
+  return std::max<int64_t>({latency.repeats, static_cast<int64_t>(samples) - warmup, 1});
+}
+
 TimedRuns RunTimed(Workload& workload, Profiler& profiler, Runtime& runtime,
                    const std::vector<SampleSpec>& samples, const LatencyConfig& latency) {
   TimedRuns runs;
   runs.outputs.resize(samples.size());
-  const auto count = static_cast<int64_t>(samples.size());
   const int64_t warmup = std::max<int64_t>(latency.warmup, 0);
-  const int64_t repeats = std::max<int64_t>({latency.repeats, count - warmup, 1});
+  const int64_t repeats = TimedRepeats(latency, samples.size());
   size_t next = 0;
   const auto region = [&] {
     const size_t i = next % samples.size();
@@ -125,9 +131,8 @@ InterleavedRuns RunInterleaved(Workload& workload, Profiler& profiler, Runtime& 
                                const LatencyConfig& latency) {
   InterleavedRuns runs;
   runs.candidate.outputs.resize(samples.size());
-  const auto count = static_cast<int64_t>(samples.size());
   const int64_t warmup = std::max<int64_t>(latency.warmup, 0);
-  const int64_t repeats = std::max<int64_t>({latency.repeats, count - warmup, 1});
+  const int64_t repeats = TimedRepeats(latency, samples.size());
   std::vector<bool> dense_turn;  // per timed generation
   for (int64_t p = 0; p < repeats; ++p) {
     dense_turn.push_back(p % 2 == 0);

@@ -7,8 +7,8 @@
 cd "$(dirname "$0")/.." || exit 1
 OUT="${OUT:-./out}"; mkdir -p "$OUT"
 set -u
-TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)'); S=$PWD/.deps/sqlite/usr
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=$TP -DSPARSETUNE_CUDA=ON -DSQLite3_INCLUDE_DIR=$S/include -DSQLite3_LIBRARY=$S/lib/x86_64-linux-gnu/libsqlite3.a "-DCMAKE_CXX_STANDARD_LIBRARIES=-ldl -lpthread -lm" > $OUT/build.log 2>&1
+source scripts/gpu-cmake-args.sh
+cmake -S . -B build-gpu "${GPU_CMAKE_ARGS[@]}" > $OUT/build.log 2>&1
 cmake --build build-gpu -j16 --target sparsetune >> $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
 B=build-gpu/bin/sparsetune
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv

@@ -37,13 +37,10 @@ left() { echo $((LIMIT - (SECONDS - T0))); }
   echo "commit $(git rev-parse --short=12 HEAD)"
   git status --short -- kernels/cuda scripts tests/kernels | head -20
 } >>"$LOG" 2>&1
-TP="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-S="$PWD/.deps/sqlite/usr"
+source scripts/gpu-cmake-args.sh
 say configure
-timeout 120 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" \
-  -DSPARSETUNE_CUDA=ON -DSQLite3_INCLUDE_DIR="$S/include" \
-  -DSQLite3_LIBRARY="$S/lib/x86_64-linux-gnu/libsqlite3.a" \
-  "-DCMAKE_CXX_STANDARD_LIBRARIES=-ldl -lpthread -lm" >"$OUT/build.log" 2>&1 || say "configure FAILED"
+timeout 120 cmake -S . -B "$BUILD" "${GPU_CMAKE_ARGS[@]}" >"$OUT/build.log" 2>&1 ||
+  say "configure FAILED"
 say "build kernels_cuda_tests sparsetune"
 timeout 240 cmake --build "$BUILD" -j16 --target kernels_cuda_tests sparsetune >>"$OUT/build.log" 2>&1 ||
   { say "build FAILED"; grep -m20 -B2 -A8 "error" "$OUT/build.log" | tail -60 | tee -a "$LOG"; }

@@ -150,13 +150,16 @@ TEST_CASE("the estimator defaults to min on the wall clock and median on CUPTI",
   CHECK(LatencyEstimatorFor(latency, "cupti") == "min");
 }
 
+// A shape-workload job config ("job.json") whose "latency" object is `latency`.
+JobConfig ParseWithLatency(const Json& latency) {
+  const Json doc = {{"name", "test"},
+                    {"workload", {{"kind", "shape"}, {"shape", "cogvideox-5b"}}},
+                    {"latency", latency}};
+  return ParseJobConfig(doc, "job.json", ".");
+}
+
 TEST_CASE("latency.estimator is read strictly from the job config", "[evaluators]") {
-  auto parse = [](const Json& latency) {
-    const Json doc = {{"name", "test"},
-                      {"workload", {{"kind", "shape"}, {"shape", "cogvideox-5b"}}},
-                      {"latency", latency}};
-    return ParseJobConfig(doc, "job.json", ".");
-  };
+  const auto parse = ParseWithLatency;
   CHECK(parse(Json::object()).latency.estimator.empty());
   CHECK(parse({{"estimator", "min"}}).latency.estimator == "min");
   CHECK(parse({{"estimator", "median"}, {"repeats", 5}}).latency.estimator == "median");
@@ -326,12 +329,7 @@ TEST_CASE("pairing defaults to interleaved on the wall clock and bracketed on CU
   latency.pairing = "interleaved";
   CHECK(LatencyPairingFor(latency, "cupti") == "interleaved");
 
-  auto parse = [](const Json& l) {
-    const Json doc = {{"name", "test"},
-                      {"workload", {{"kind", "shape"}, {"shape", "cogvideox-5b"}}},
-                      {"latency", l}};
-    return ParseJobConfig(doc, "job.json", ".");
-  };
+  const auto parse = ParseWithLatency;
   CHECK(parse(Json::object()).latency.pairing.empty());
   CHECK(parse({{"pairing", "bracketed"}}).latency.pairing == "bracketed");
   REQUIRE_THROWS_WITH(parse({{"pairing", "paired"}}),

@@ -380,44 +380,44 @@ TEST_CASE("cuda attention: CSR layout, block, scale and output checks on the dev
   REQUIRE_THROWS_AS(cuda::BlockSparseAttentionCudaOut(q, q, q, csr, 0.125, out, lse), ShapeError);
 }
 
-// The launcher reads SPARSETUNE_ATTN_TILE once per process, so the v5 kernel (TILE=4) is checked
-// by running this executable's other [cuda] cases in a child process with it set, once per K/V
-// pipeline depth (SPARSETUNE_ATTN_V5_STAGES), the row-index case included.
-TEST_CASE("cuda attention: every [cuda] case passes on the v5 kernel, 2 and 3 stages",
-          "[kernels][cuda][variant]") {
-  if (!CudaOrSkip()) return;
+// The launcher reads SPARSETUNE_ATTN_TILE once per process, so other kernel settings are checked
+// by running this executable's other [cuda] cases in a child process with `env` set. False (with
+// a warning) when this process itself already runs under a setting, or without a device.
+bool ChildSettingsOrSkip() {
+  if (!CudaOrSkip()) return false;
   if (std::getenv("SPARSETUNE_ATTN_TILE") != nullptr) {
     WARN("skipped: SPARSETUNE_ATTN_TILE is set, so this process tests the kernel it selects");
-    return;
+    return false;
   }
+  return true;
+}
+
+void CheckCasesUnder(const std::string& env) {
   const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  const CommandResult r = RunCommand(env + " '" + exe + "' '[cuda]~[variant]'");
+  INFO(env << ":\n" << r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("All tests passed") != std::string::npos);
+}
+
+// The v5 kernel (TILE=4), once per K/V pipeline depth (SPARSETUNE_ATTN_V5_STAGES), the row-index
+// case included.
+TEST_CASE("cuda attention: every [cuda] case passes on the v5 kernel, 2 and 3 stages",
+          "[kernels][cuda][variant]") {
+  if (!ChildSettingsOrSkip()) return;
   for (const char* stages : {"2", "3"}) {
-    const CommandResult r = RunCommand(std::string("SPARSETUNE_ATTN_TILE=4 SPARSETUNE_ATTN_V5_STAGES=") +
-                                       stages + " '" + exe + "' '[cuda]~[variant]'");
-    INFO("stages " << stages << ":\n" << r.out << r.err);
-    CHECK(r.exit_code == 0);
-    CHECK(r.out.find("All tests passed") != std::string::npos);
+    CheckCasesUnder(std::string("SPARSETUNE_ATTN_TILE=4 SPARSETUNE_ATTN_V5_STAGES=") + stages);
   }
 }
 
-// The other wgmma settings, every other [cuda] case in a child process as above:
-// SPARSETUNE_ATTN_TILE=3, v4 for every call (the default runs v6 except for indexed calls at
-// D = 128); 5, two warpgroups per CTA (block 128; block 64 cases run v4); 6, v6 for every call
-// (full chunks copied with immediate offsets, partial ones by v4's loaders).
+// The other wgmma settings: SPARSETUNE_ATTN_TILE=3, v4 for every call (the default runs v6 except
+// for indexed calls at D = 128); 5, two warpgroups per CTA (block 128; block 64 cases run v4); 6,
+// v6 for every call (full chunks copied with immediate offsets, partial ones by v4's loaders).
 TEST_CASE("cuda attention: every [cuda] case passes on the wgmma settings 3, 5 and 6",
           "[kernels][cuda][variant]") {
-  if (!CudaOrSkip()) return;
-  if (std::getenv("SPARSETUNE_ATTN_TILE") != nullptr) {
-    WARN("skipped: SPARSETUNE_ATTN_TILE is set, so this process tests the kernel it selects");
-    return;
-  }
-  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  if (!ChildSettingsOrSkip()) return;
   for (const char* tile : {"3", "5", "6"}) {
-    const CommandResult r =
-        RunCommand(std::string("SPARSETUNE_ATTN_TILE=") + tile + " '" + exe + "' '[cuda]~[variant]'");
-    INFO("SPARSETUNE_ATTN_TILE=" << tile << ":\n" << r.out << r.err);
-    CHECK(r.exit_code == 0);
-    CHECK(r.out.find("All tests passed") != std::string::npos);
+    CheckCasesUnder(std::string("SPARSETUNE_ATTN_TILE=") + tile);
   }
 }
 
