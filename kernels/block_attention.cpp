@@ -9,6 +9,7 @@
 #include <optional>
 
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
 
 #include "core/error.h"
 
@@ -316,24 +317,19 @@ SparsePlan BuildSparsePlan(const Layout& l, const torch::Tensor& mask, const tor
 
 namespace {
 
+// MKL's thread count for the calling thread (C interface; weak: absent with another BLAS). The
+// item threads run their matmuls single-threaded: left alone, MKL opened its own threads inside
+// libtorch's parallel region and 2-thread calls ran 10-30x slower than 1-thread ones (measured).
+// Still needed with the brgemm path: it falls back to MKL's sgemm on CPUs without AVX2.
+extern "C" int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
+
+#if !defined(CPUBLAS_BRGEMM_F32F32F32)
 // The BLAS libtorch's CPU build links (MKL on x86-64, OpenBLAS elsewhere) exports the Fortran
 // sgemm; libtorch's own CPU flash kernel reaches the same routine through at::native::cpublas.
 extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
                        const int* k, const float* alpha, const float* a, const int* lda,
                        const float* b, const int* ldb, const float* beta, float* c,
                        const int* ldc);
-// MKL's thread count for the calling thread (C interface; weak: absent with another BLAS). The
-// item threads run their matmuls single-threaded: left alone, MKL opened its own threads inside
-// libtorch's parallel region and 2-thread calls ran 10-30x slower than 1-thread ones (measured).
-extern "C" int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
-
-// Row-major C[m x n] = alpha * A[m x k] · B[n x k]ᵀ + beta * C (column-major: Cᵀ = B · Aᵀ).
-void GemmABt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
-  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-  sgemm_("T", "N", &mi, &ni, &ki, &alpha, b, &la, a, &lb, &beta, c, &lc);
-}
 
 // Row-major C[m x n] = alpha * A[m x k] · B[k x n] + beta * C (column-major: Cᵀ = Bᵀ · Aᵀ).
 void GemmAB(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -342,6 +338,7 @@ void GemmAB(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_
   const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
   sgemm_("N", "N", &mi, &ni, &ki, &alpha, b, &la, a, &lb, &beta, c, &lc);
 }
+#endif
 
 // 8 floats / int32s as GCC/Clang vector extensions: the AVX2 clone below keeps one in a ymm
 // register, the baseline clone in two xmm registers (the compilers did not vectorise the scalar
@@ -443,29 +440,46 @@ void SoftmaxStep(float* s, int64_t ld, int64_t rows, int64_t cols, float* m, flo
   }
 }
 
+// One row-major matmul C[m x n] (ldc) = A[m x k] (lda) · B[k x n] (ldb), added to C when
+// `accumulate`. With libtorch's oneDNN batch-reduce GEMM micro-kernel (at::native::cpublas::brgemm,
+// libtorch >= 2.6; JIT-generated per shape and cached per thread) the operands are read in place:
+// no per-call packing of A or B, which cost MKL's sgemm 19 % of the sparse items' time (perf,
+// docs/runtime.md) and made 64-row products ~17 % dearer per pair than this kernel (measured
+// standalone, 64 x 512 x 64 score and value products). Where oneDNN's f32 kernel does not run (no
+// AVX2, or an older libtorch) the same product goes through sgemm.
+inline void MatMul(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                   int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+#if defined(CPUBLAS_BRGEMM_F32F32F32)
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);
+#else
+  GemmAB(m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
+#endif
+}
+
 // Pieces shorter than this are copied into a contiguous key/value tile and share one matmul pair:
-// a BLAS call on a 32x32 block costs about as much in call overhead as in arithmetic (measured at
+// a matmul on a 32x32 block costs about as much in call overhead as in arithmetic (measured at
 // the tiny model's block 32), while a 64-key piece is cheaper in place than copied.
 constexpr int64_t kInPlaceKeys = 64;
 
-// One work item: its queries gathered into a tile, then the shared pieces for all its rows and
-// each part's pieces for the part's rows. Per score tile of at most kKeyChunk keys: S =
-// scale·Q·Kᵀ, the online softmax step and acc += P·V. Score columns hold first the short pieces
-// (copied side by side into kv tiles, one matmul pair for all of them), then each long piece (one
-// matmul pair each, straight on k and v).
+// One work item: its queries gathered (and pre-scaled by 1/sqrt(d)) into a tile, then the shared
+// pieces for all its rows and each part's pieces for the part's rows. Per score tile of at most
+// kKeyChunk keys: S = Q·Kᵀ, the online softmax step and acc += P·V. Score columns hold first the
+// short pieces (copied side by side into kv tiles, one matmul pair for all of them), then each long
+// piece (one matmul pair each, straight on the transposed keys and on v).
 struct ItemScratch {
-  std::vector<float> q, s, acc, m, l, k, v;
+  std::vector<float> q, s, acc, m, l, kt, v;
   ItemScratch(int64_t max_q, int64_t d)
       : q(static_cast<size_t>(max_q * d)), s(static_cast<size_t>(max_q * SparsePlan::kKeyChunk)),
         acc(static_cast<size_t>(max_q * d)), m(static_cast<size_t>(max_q)),
-        l(static_cast<size_t>(max_q)), k(static_cast<size_t>(SparsePlan::kKeyChunk * d)),
+        l(static_cast<size_t>(max_q)), kt(static_cast<size_t>(SparsePlan::kKeyChunk * d)),
         v(static_cast<size_t>(SparsePlan::kKeyChunk * d)) {}
 };
 
-// Attends rows [r0, r0 + mq) of the item's query tile to `count` pieces of k/v (kg, vg: the g's
-// layout-ordered keys and values), updating those rows' running max, sum and accumulator.
+// Attends rows [r0, r0 + mq) of the item's query tile to `count` pieces of the g's layout-ordered
+// keys and values (ktg: the keys transposed, [d, n]; vg: [n, d]), updating those rows' running
+// max, sum and accumulator.
 void RunPieces(const SparsePlan::Piece* pc, int64_t count, int64_t r0, int64_t mq, int64_t d,
-               const float* kg, const float* vg, float scale, ItemScratch& w) {
+               int64_t n, const float* ktg, const float* vg, ItemScratch& w) {
   const int64_t ld = SparsePlan::kKeyChunk;
   const float* qt = w.q.data() + r0 * d;
   float* acc = w.acc.data() + r0 * d;
@@ -474,45 +488,51 @@ void RunPieces(const SparsePlan::Piece* pc, int64_t count, int64_t r0, int64_t m
     int64_t b = a, cols = 0, copied = 0;
     while (b < count && cols + pc[b].len <= ld) {
       if (pc[b].len < kInPlaceKeys) {
-        std::memcpy(&w.k[copied * d], kg + pc[b].begin * d, sizeof(float) * pc[b].len * d);
+        for (int64_t c = 0; c < d; ++c)
+          std::memcpy(&w.kt[c * ld + copied], ktg + c * n + pc[b].begin,
+                      sizeof(float) * pc[b].len);
         std::memcpy(&w.v[copied * d], vg + pc[b].begin * d, sizeof(float) * pc[b].len * d);
         copied += pc[b].len;
       }
       cols += pc[b].len, ++b;
     }
-    if (copied > 0) GemmABt(mq, copied, d, scale, qt, d, w.k.data(), d, 0.0f, w.s.data(), ld);
+    if (copied > 0) MatMul(mq, copied, d, qt, d, w.kt.data(), ld, w.s.data(), ld, false);
     for (int64_t x = a, c0 = copied; x < b; ++x) {
       if (pc[x].len < kInPlaceKeys) continue;
-      GemmABt(mq, pc[x].len, d, scale, qt, d, kg + pc[x].begin * d, d, 0.0f, w.s.data() + c0, ld);
+      MatMul(mq, pc[x].len, d, qt, d, ktg + pc[x].begin, n, w.s.data() + c0, ld, false);
       c0 += pc[x].len;
     }
     SoftmaxStep(w.s.data(), ld, mq, cols, w.m.data() + r0, w.l.data() + r0, acc, d);
-    if (copied > 0) GemmAB(mq, d, copied, 1.0f, w.s.data(), ld, w.v.data(), d, 1.0f, acc, d);
+    if (copied > 0) MatMul(mq, d, copied, w.s.data(), ld, w.v.data(), d, acc, d, true);
     for (int64_t x = a, c0 = copied; x < b; ++x) {
       if (pc[x].len < kInPlaceKeys) continue;
-      GemmAB(mq, d, pc[x].len, 1.0f, w.s.data() + c0, ld, vg + pc[x].begin * d, d, 1.0f, acc, d);
+      MatMul(mq, d, pc[x].len, w.s.data() + c0, ld, vg + pc[x].begin * d, d, acc, d, true);
       c0 += pc[x].len;
     }
     a = b;
   }
 }
 
-void RunItem(const SparsePlan& p, const SparsePlan::Item& it, const float* q, const float* k,
+void RunItem(const SparsePlan& p, const SparsePlan::Item& it, const float* q, const float* kt,
              const float* v, float scale, ItemScratch& w, float* out, float* lse) {
   const int64_t d = p.d, mq = it.q_count;
   const float* qg = q + it.g * p.nq * d;
-  const float* kg = k + it.g * p.n * d;
+  const float* ktg = kt + it.g * p.n * d;
   const float* vg = v + it.g * p.n * d;
   const int64_t* rows = p.q_rows.data() + it.q_begin;
-  for (int64_t i = 0; i < mq; ++i) std::memcpy(&w.q[i * d], qg + rows[i] * d, sizeof(float) * d);
+  for (int64_t i = 0; i < mq; ++i) {
+    const float* src = qg + rows[i] * d;
+    float* dst = &w.q[i * d];
+    for (int64_t c = 0; c < d; ++c) dst[c] = src[c] * scale;
+  }
   std::fill(w.acc.begin(), w.acc.begin() + mq * d, 0.0f);
   std::fill(w.m.begin(), w.m.begin() + mq, -std::numeric_limits<float>::infinity());
   std::fill(w.l.begin(), w.l.begin() + mq, 0.0f);
-  RunPieces(p.pieces.data() + it.piece_begin, it.piece_count, 0, mq, d, kg, vg, scale, w);
+  RunPieces(p.pieces.data() + it.piece_begin, it.piece_count, 0, mq, d, p.n, ktg, vg, w);
   for (int64_t x = 0; x < it.part_count; ++x) {
     const SparsePlan::Part& part = p.parts[static_cast<size_t>(it.part_begin + x)];
     RunPieces(p.pieces.data() + part.piece_begin, part.piece_count, part.q_offset, part.q_count,
-              d, kg, vg, scale, w);
+              d, p.n, ktg, vg, w);
   }
   float* og = out + it.g * p.nq * d;
   float* lg = lse + it.g * p.nq;
@@ -535,11 +555,14 @@ AttentionOutput RunSparsePlan(const SparsePlan& p, const torch::Tensor& q, const
     throw ShapeError("RunSparsePlan: q/k/v do not match the plan (CPU float32 [" +
                      std::to_string(p.g_count) + ", " + std::to_string(p.nq) + "/" +
                      std::to_string(p.n) + ", " + std::to_string(p.d) + "])");
-  const torch::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  // Keys transposed once per call ([G, d, n]): every score product then reads a key piece as
+  // columns of a row-major matrix, the layout the micro-kernel takes without packing.
+  const torch::Tensor qc = q.contiguous(), vc = v.contiguous();
+  const torch::Tensor kt = k.transpose(1, 2).contiguous();
   torch::Tensor out = torch::empty({p.g_count, p.nq, d}, q.options());
   torch::Tensor lse = torch::empty({p.g_count, p.nq}, q.options());
   const float* qp = qc.data_ptr<float>();
-  const float* kp = kc.data_ptr<float>();
+  const float* kp = kt.data_ptr<float>();
   const float* vp = vc.data_ptr<float>();
   float* op = out.data_ptr<float>();
   float* lp = lse.data_ptr<float>();
