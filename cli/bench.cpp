@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "evaluators/shape_workload.h"
 #include "kernels/bench.h"
+#include "kernels/block_attention.h"
 #include "kernels/cuda/attn_bench.h"
 #include "profiler/profiler.h"
 
@@ -92,7 +93,9 @@ int RunBench(BenchCliOptions& o) {
   }
   const BenchOptions& b = o.bench;
   std::cout << "attention on " << o.device << " (" << o.dtype << ", "
-            << torch::get_num_threads() << " CPU threads): grid " << b.grid[0] << "x" << b.grid[1] << "x" << b.grid[2]
+            << torch::get_num_threads() << " CPU threads, CPU matmul "
+            << CpuMatmulName(GetCpuMatmul()) << "): grid " << b.grid[0] << "x" << b.grid[1]
+            << "x" << b.grid[2]
             << ", " << b.heads << " heads x " << b.head_dim << ", block " << b.block
             << ", text " << b.text_tokens << ", batch " << b.batch << "; median of " << b.repeats
             << " calls, each row interleaved with dense SDPA calls\n";
@@ -136,6 +139,9 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--block", o->bench.block, "Tokens per block (default 64)");
   cmd->add_option("--text", o->bench.text_tokens, "Text tokens (default 0)");
   cmd->add_option("--repeats", o->bench.repeats, "Timed calls per row (default 5)");
+  cmd->add_option("--cpu-matmul", o->bench.cpu_matmul,
+                  "Matmul of the CPU sparse kernels: brgemm (libtorch's oneDNN micro-kernel, the "
+                  "default where libtorch has it) or sgemm (the BLAS libtorch links)");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");
   cmd->add_option("--shape", o->shape,
                   "CUDA kernel bench at a model shape: wan2.1-1.3b-480p, hunyuan-720p, cogvideox-5b "

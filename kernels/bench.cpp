@@ -10,6 +10,7 @@
 
 #include "core/build_info.h"
 #include "core/error.h"
+#include "kernels/block_attention.h"
 #include "kernels/runtime.h"
 
 namespace sparsetune {
@@ -35,6 +36,10 @@ std::vector<BenchRow> BenchAttention(const BenchOptions& o) {
                     o.repeats})
     if (x < 1) throw InputError("bench: grid, heads, head-dim, block, batch and repeats must be >= 1");
   if (o.text_tokens < 0) throw InputError("bench: text tokens must be >= 0");
+  if (o.cpu_matmul == "brgemm") SetCpuMatmul(CpuMatmul::kBrgemm);
+  else if (o.cpu_matmul == "sgemm") SetCpuMatmul(CpuMatmul::kSgemm);
+  else if (!o.cpu_matmul.empty())
+    throw InputError("bench: --cpu-matmul must be brgemm or sgemm; got '" + o.cpu_matmul + "'");
   torch::Device device(torch::kCPU);
   try {
     device = torch::Device(o.device);
@@ -153,6 +158,7 @@ Json BenchToJson(const BenchOptions& o, const std::vector<BenchRow>& rows) {
   j["device"] = o.device;
   j["dtype"] = o.dtype;
   j["threads"] = torch::get_num_threads();
+  j["cpu_matmul"] = CpuMatmulName(GetCpuMatmul());
   j["commit"] = GetBuildInfo().git_commit;
   j["shape"] = {{"grid", o.grid}, {"heads", o.heads}, {"head_dim", o.head_dim},
                 {"block", o.block}, {"text_tokens", o.text_tokens}, {"batch", o.batch},

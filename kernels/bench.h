@@ -26,6 +26,8 @@ struct BenchOptions {
   uint64_t seed = 0;                          // seed of the random q/k/v
   std::string device = "cpu";                 // torch device of q/k/v ("cpu", "cuda", "cuda:1")
   std::string dtype = "float32";              // float32; bfloat16/float16 off the CPU
+  std::string cpu_matmul;                     // CPU sparse-kernel matmul: "brgemm", "sgemm" or
+                                              // "" (the build's default, see CpuMatmul)
 };
 
 struct BenchRow {

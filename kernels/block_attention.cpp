@@ -323,7 +323,6 @@ namespace {
 // Still needed with the brgemm path: it falls back to MKL's sgemm on CPUs without AVX2.
 extern "C" int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
 
-#if !defined(CPUBLAS_BRGEMM_F32F32F32)
 // The BLAS libtorch's CPU build links (MKL on x86-64, OpenBLAS elsewhere) exports the Fortran
 // sgemm; libtorch's own CPU flash kernel reaches the same routine through at::native::cpublas.
 extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
@@ -338,7 +337,6 @@ void GemmAB(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_
   const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
   sgemm_("N", "N", &mi, &ni, &ki, &alpha, b, &la, a, &lb, &beta, c, &lc);
 }
-#endif
 
 // 8 floats / int32s as GCC/Clang vector extensions: the AVX2 clone below keeps one in a ymm
 // register, the baseline clone in two xmm registers (the compilers did not vectorise the scalar
@@ -440,20 +438,29 @@ void SoftmaxStep(float* s, int64_t ld, int64_t rows, int64_t cols, float* m, flo
   }
 }
 
+#if defined(CPUBLAS_BRGEMM_F32F32F32)
+constexpr bool kHaveBrgemm = true;
+#else
+constexpr bool kHaveBrgemm = false;
+#endif
+std::atomic<CpuMatmul> g_cpu_matmul{kHaveBrgemm ? CpuMatmul::kBrgemm : CpuMatmul::kSgemm};
+
 // One row-major matmul C[m x n] (ldc) = A[m x k] (lda) · B[k x n] (ldb), added to C when
 // `accumulate`. With libtorch's oneDNN batch-reduce GEMM micro-kernel (at::native::cpublas::brgemm,
 // libtorch >= 2.6; JIT-generated per shape and cached per thread) the operands are read in place:
 // no per-call packing of A or B, which cost MKL's sgemm 19 % of the sparse items' time (perf,
 // docs/runtime.md) and made 64-row products ~17 % dearer per pair than this kernel (measured
 // standalone, 64 x 512 x 64 score and value products). Where oneDNN's f32 kernel does not run (no
-// AVX2, or an older libtorch) the same product goes through sgemm.
-inline void MatMul(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-                   int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+// AVX2) libtorch's brgemm itself falls back to sgemm.
+inline void MatMul(CpuMatmul how, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                   const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
 #if defined(CPUBLAS_BRGEMM_F32F32F32)
-  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);
-#else
-  GemmAB(m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
+  if (how == CpuMatmul::kBrgemm) {
+    at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);
+    return;
+  }
 #endif
+  GemmAB(m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
 }
 
 // Pieces shorter than this are copied into a contiguous key/value tile and share one matmul pair:
@@ -467,9 +474,12 @@ constexpr int64_t kInPlaceKeys = 64;
 // short pieces (copied side by side into kv tiles, one matmul pair for all of them), then each long
 // piece (one matmul pair each, straight on the transposed keys and on v).
 struct ItemScratch {
+  CpuMatmul how;
   std::vector<float> q, s, acc, m, l, kt, v;
-  ItemScratch(int64_t max_q, int64_t d)
-      : q(static_cast<size_t>(max_q * d)), s(static_cast<size_t>(max_q * SparsePlan::kKeyChunk)),
+  ItemScratch(CpuMatmul how_, int64_t max_q, int64_t d)
+      : how(how_),
+        q(static_cast<size_t>(max_q * d)),
+        s(static_cast<size_t>(max_q * SparsePlan::kKeyChunk)),
         acc(static_cast<size_t>(max_q * d)), m(static_cast<size_t>(max_q)),
         l(static_cast<size_t>(max_q)), kt(static_cast<size_t>(SparsePlan::kKeyChunk * d)),
         v(static_cast<size_t>(SparsePlan::kKeyChunk * d)) {}
@@ -496,17 +506,17 @@ void RunPieces(const SparsePlan::Piece* pc, int64_t count, int64_t r0, int64_t m
       }
       cols += pc[b].len, ++b;
     }
-    if (copied > 0) MatMul(mq, copied, d, qt, d, w.kt.data(), ld, w.s.data(), ld, false);
+    if (copied > 0) MatMul(w.how, mq, copied, d, qt, d, w.kt.data(), ld, w.s.data(), ld, false);
     for (int64_t x = a, c0 = copied; x < b; ++x) {
       if (pc[x].len < kInPlaceKeys) continue;
-      MatMul(mq, pc[x].len, d, qt, d, ktg + pc[x].begin, n, w.s.data() + c0, ld, false);
+      MatMul(w.how, mq, pc[x].len, d, qt, d, ktg + pc[x].begin, n, w.s.data() + c0, ld, false);
       c0 += pc[x].len;
     }
     SoftmaxStep(w.s.data(), ld, mq, cols, w.m.data() + r0, w.l.data() + r0, acc, d);
-    if (copied > 0) MatMul(mq, d, copied, w.s.data(), ld, w.v.data(), d, acc, d, true);
+    if (copied > 0) MatMul(w.how, mq, d, copied, w.s.data(), ld, w.v.data(), d, acc, d, true);
     for (int64_t x = a, c0 = copied; x < b; ++x) {
       if (pc[x].len < kInPlaceKeys) continue;
-      MatMul(mq, d, pc[x].len, w.s.data() + c0, ld, vg + pc[x].begin * d, d, acc, d, true);
+      MatMul(w.how, mq, d, pc[x].len, w.s.data() + c0, ld, vg + pc[x].begin * d, d, acc, d, true);
       c0 += pc[x].len;
     }
     a = b;
@@ -547,6 +557,22 @@ void RunItem(const SparsePlan& p, const SparsePlan::Item& it, const float* q, co
 
 }  // namespace
 
+bool CpuBrgemmAvailable() { return kHaveBrgemm; }
+
+CpuMatmul GetCpuMatmul() { return g_cpu_matmul.load(std::memory_order_relaxed); }
+
+void SetCpuMatmul(CpuMatmul matmul) {
+  if (matmul == CpuMatmul::kBrgemm && !kHaveBrgemm)
+    throw InputError(
+        "CPU matmul 'brgemm': this libtorch has no float32 brgemm API (libtorch >= 2.6 has it); "
+        "use 'sgemm'");
+  g_cpu_matmul.store(matmul, std::memory_order_relaxed);
+}
+
+const char* CpuMatmulName(CpuMatmul matmul) {
+  return matmul == CpuMatmul::kBrgemm ? "brgemm" : "sgemm";
+}
+
 AttentionOutput RunSparsePlan(const SparsePlan& p, const torch::Tensor& q, const torch::Tensor& k,
                               const torch::Tensor& v) {
   const int64_t d = q.size(2);
@@ -568,13 +594,14 @@ AttentionOutput RunSparsePlan(const SparsePlan& p, const torch::Tensor& q, const
   float* lp = lse.data_ptr<float>();
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const int64_t n_items = static_cast<int64_t>(p.items.size());
+  const CpuMatmul how = g_cpu_matmul.load(std::memory_order_relaxed);
   // Items differ in cost (sink rows attend every key), so each thread pulls the next item rather
   // than taking a fixed share.
   std::atomic<int64_t> next{0};
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_items));
   at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
     const int previous = MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : 0;
-    ItemScratch w(p.max_queries, d);
+    ItemScratch w(how, p.max_queries, d);
     for (int64_t t = begin; t < end; ++t)
       for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1))
         RunItem(p, p.items[static_cast<size_t>(i)], qp, kp, vp, scale, w, op, lp);

@@ -90,10 +90,22 @@ struct SparsePlan {
 SparsePlan BuildSparsePlan(const Layout& layout, const torch::Tensor& mask,
                            const torch::Tensor& q_block, int64_t heads, int64_t head_dim);
 
+// The matmul routine of RunSparsePlan, process-wide. kBrgemm: libtorch's oneDNN batch-reduce GEMM
+// micro-kernel, operands read in place (the default where libtorch provides it). kSgemm: the BLAS
+// sgemm libtorch links (MKL in the x86-64 wheels), which packs both operands per call; kept for
+// libtorch builds without brgemm and to compare the two in `sparsetune bench attention`.
+enum class CpuMatmul { kBrgemm, kSgemm };
+// Whether this build's libtorch provides the float32 brgemm API.
+bool CpuBrgemmAvailable();
+CpuMatmul GetCpuMatmul();
+// Throws InputError for kBrgemm where CpuBrgemmAvailable() is false.
+void SetCpuMatmul(CpuMatmul matmul);
+// "brgemm" / "sgemm".
+const char* CpuMatmulName(CpuMatmul matmul);
+
 // Runs `plan` (CPU, float32). q [G, Nq, D] in q order; k, v [G, N, D] in layout order. Same
 // result as BlockSparseAttention on the plan's mask. Items run in parallel over libtorch's
-// intra-op threads (at::parallel_for), each thread pulling the next item, single-threaded BLAS
-// inside.
+// intra-op threads (at::parallel_for), each thread pulling the next item; matmuls by GetCpuMatmul().
 AttentionOutput RunSparsePlan(const SparsePlan& plan, const torch::Tensor& q,
                               const torch::Tensor& k, const torch::Tensor& v);
 

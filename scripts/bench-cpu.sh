@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # CPU attention benchmark of the sparse-attention runtime: `sparsetune bench attention` at the
-# default shape and at the bundled tiny model's shape, on 1 and 2 threads, several runs each.
-# Writes benchmarks/cpu-attention.json (every run, raw) and benchmarks/cpu-attention.md (medians).
+# default shape and at the bundled tiny model's shape, on 1 and 2 threads, several runs each, and
+# the default shape again with the sparse kernels' matmuls on sgemm instead of brgemm (A/B, runs
+# interleaved). Writes benchmarks/cpu-attention.json (every run, raw) and
+# benchmarks/cpu-attention.md (medians); hand-written notes below the line
+# "<!-- notes: kept by bench-cpu.sh -->" of an existing .md are carried over.
 #   scripts/bench-cpu.sh [BUILD_DIR] [RUNS]      (defaults: build, 3)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,15 +24,17 @@ date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 declare -A shapes=(
   [default]="--repeats 3"
+  [default_sgemm]="--repeats 3 --cpu-matmul sgemm"
   [tiny]="--grid 8,8,8 --heads 4 --head-dim 32 --block 32 --text 4 --repeats 21"
 )
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-for shape in default tiny; do
+for ((r = 0; r < runs; ++r)); do
   for threads in 1 2; do
     # Pin to as many cores as threads, like the default job's device.threads.
     cpus=$(seq -s, 0 $((threads - 1)))
-    for ((r = 0; r < runs; ++r)); do
+    for shape in default default_sgemm tiny; do
+      echo "bench-cpu: run $((r + 1))/$runs, $threads thread(s), $shape" >&2
       line=$(taskset -c "$cpus" "$bin" bench attention --device cpu --threads "$threads" \
                ${shapes[$shape]} --json)
       printf '{"shape":"%s","threads":%d,"run":%d,"result":%s}\n' "$shape" "$threads" "$r" \
@@ -51,13 +56,16 @@ lines = ["# CPU attention benchmark", "",
          f"Each cell is the median over {runs} runs of `sparsetune bench attention --json` "
          "(each run itself reports the median of its repeats). The machine is shared: "
          "expect noise of 10-30 % between runs.", ""]
-for shape in ["default", "tiny"]:
+titles = {"default": "default", "default_sgemm": "default, sparse-kernel matmuls on sgemm (A/B)",
+          "tiny": "tiny"}
+for shape in ["default", "default_sgemm", "tiny"]:
     sub = [r for r in recs if r["shape"] == shape]
     if not sub:
         continue
     s = sub[0]["result"]["shape"]
-    lines.append(f"## {shape}: grid {'x'.join(map(str, s['grid']))}, {s['heads']} heads x "
-                 f"{s['head_dim']}, block {s['block']}, text {s['text_tokens']}, batch {s['batch']}")
+    mm = sub[0]["result"].get("cpu_matmul", "?")
+    lines.append(f"## {titles[shape]}: grid {'x'.join(map(str, s['grid']))}, {s['heads']} heads x "
+                 f"{s['head_dim']}, block {s['block']}, text {s['text_tokens']}, batch {s['batch']}, matmul {mm}")
     lines.append("")
     loads = sorted({r["result"].get("load_average", "?") for r in sub})
     lines.append("Load average (1/5/15 min) at the end of each run: " + "; ".join(loads) + ".")
@@ -95,6 +103,14 @@ lines.append("density: fraction of q.k pairs computed; ideal = 1/density, the sp
              "call (mask_refresh 1); `cached ms` reuses them (the steps between refreshes). sink: "
              "first-frame rows and columns dense (RainFusion2.0's default).")
 lines.append("")
+marker = "<!-- notes: kept by bench-cpu.sh -->"
+try:
+    old = open(out_md).read()
+except FileNotFoundError:
+    old = ""
+if marker in old:
+    lines.append(old[old.index(marker):].rstrip("\n"))
+    lines.append("")
 open(out_md, "w").write("\n".join(lines))
 PY
 echo "bench-cpu: wrote $out_md and $out_json"

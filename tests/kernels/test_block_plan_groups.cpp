@@ -1,11 +1,14 @@
 // The sparse plan's query groups: consecutive query blocks of one g share one work item, the key
 // spans all of them keep run once for the whole group, and each block's other spans run for its
 // rows only. Checks that every (query, key) pair the mask keeps is computed exactly once and no
-// other, and that the result equals float64 attention with the explicit token mask.
+// other, and that the result equals float64 attention with the explicit token mask, with each
+// matmul routine this build has (brgemm and sgemm).
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
 #include "kernels/block_attention.h"
 #include "kernels/layout.h"
 #include "tests/catch.h"
@@ -17,6 +20,12 @@ using namespace sparsetune::test;
 namespace {
 
 constexpr double kTol = 2e-4;
+
+// Restores the process-wide CPU matmul routine when a test changed it.
+struct MatmulGuard {
+  CpuMatmul saved = GetCpuMatmul();
+  ~MatmulGuard() { SetCpuMatmul(saved); }
+};
 
 // Key tokens (layout positions) the pieces [begin, begin + count) cover, each at most once.
 std::vector<int64_t> KeysOf(const SparsePlan& p, int64_t begin, int64_t count) {
@@ -90,15 +99,22 @@ int64_t CheckPlan(const Layout& lay, const torch::Tensor& mask, const torch::Ten
   for (size_t i = 1; i < plan.items.size(); ++i)
     CHECK(plan.items[i - 1].pairs >= plan.items[i].pairs);
 
-  const AttentionOutput got = RunSparsePlan(plan, q, k, v);
-  for (int64_t g = 0; g < g_count; ++g) {
-    const torch::Tensor tm =
-        mask[g].index_select(0, q_block[g / heads]).index_select(1, lay.block_of);
-    CHECK(MaxDiff(got.out[g], NaiveAttention(q[g], k[g], v[g], tm)) < kTol);
-    torch::Tensor s = torch::matmul(q[g].to(torch::kFloat64), k[g].to(torch::kFloat64).t()) /
-                      std::sqrt(static_cast<double>(d));
-    s.masked_fill_(tm.logical_not(), -std::numeric_limits<double>::infinity());
-    CHECK(MaxDiff(got.lse[g], s.logsumexp(1)) < 1e-4);
+  std::vector<CpuMatmul> routines = {CpuMatmul::kSgemm};
+  if (CpuBrgemmAvailable()) routines.push_back(CpuMatmul::kBrgemm);
+  const MatmulGuard restore;
+  for (CpuMatmul how : routines) {
+    INFO("CPU matmul " << CpuMatmulName(how));
+    SetCpuMatmul(how);
+    const AttentionOutput got = RunSparsePlan(plan, q, k, v);
+    for (int64_t g = 0; g < g_count; ++g) {
+      const torch::Tensor tm =
+          mask[g].index_select(0, q_block[g / heads]).index_select(1, lay.block_of);
+      CHECK(MaxDiff(got.out[g], NaiveAttention(q[g], k[g], v[g], tm)) < kTol);
+      torch::Tensor s = torch::matmul(q[g].to(torch::kFloat64), k[g].to(torch::kFloat64).t()) /
+                        std::sqrt(static_cast<double>(d));
+      s.masked_fill_(tm.logical_not(), -std::numeric_limits<double>::infinity());
+      CHECK(MaxDiff(got.lse[g], s.logsumexp(1)) < 1e-4);
+    }
   }
   return grouped;
 }
@@ -165,5 +181,22 @@ TEST_CASE("sparse plan groups query blocks: shared spans once, per-block spans a
     CHECK(CheckPlan(lay, mask, q_block, heads, q, k, v) > 0);
     const SparsePlan plan = BuildSparsePlan(lay, mask, q_block, heads, d);
     for (const SparsePlan::Item& it : plan.items) CHECK(it.part_count == 0);
+  }
+}
+
+TEST_CASE("CPU matmul routine: brgemm where libtorch has it, sgemm always", "[kernels]") {
+  const MatmulGuard restore;
+  // The default is brgemm exactly when this libtorch provides it.
+  CHECK(GetCpuMatmul() == (CpuBrgemmAvailable() ? CpuMatmul::kBrgemm : CpuMatmul::kSgemm));
+  SetCpuMatmul(CpuMatmul::kSgemm);
+  CHECK(GetCpuMatmul() == CpuMatmul::kSgemm);
+  CHECK(std::string(CpuMatmulName(CpuMatmul::kSgemm)) == "sgemm");
+  CHECK(std::string(CpuMatmulName(CpuMatmul::kBrgemm)) == "brgemm");
+  if (CpuBrgemmAvailable()) {
+    SetCpuMatmul(CpuMatmul::kBrgemm);
+    CHECK(GetCpuMatmul() == CpuMatmul::kBrgemm);
+  } else {
+    REQUIRE_THROWS_AS(SetCpuMatmul(CpuMatmul::kBrgemm), InputError);
+    CHECK(GetCpuMatmul() == CpuMatmul::kSgemm);
   }
 }
