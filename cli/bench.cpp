@@ -127,7 +127,7 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   CLI::App* cmd = bench->add_subcommand(
       "attention",
       "Time dense SDPA and each sparse pattern (block_sparse at keeps 0.1/0.2/0.3/0.5 with the "
-      "first-frame sink and 0.2 without; spatial, temporal, textural at densities 0.2/0.4) at one "
+      "first-frame sink, 0.2 and 1 (every block: the sparse kernel's dense rate) without; spatial, temporal, textural at densities 0.2/0.4) at one "
       "shape, interleaved with dense calls; prints time, realized density, speedup vs dense, the "
       "ideal speedup 1/density and the efficiency speedup/ideal");
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N (default cpu)");
