@@ -1,10 +1,12 @@
 // Runtime: executes a Schedule for the attention calls of one generation (see runtime.h and
 // docs/runtime.md). Per call: check inputs, resolve each head's pattern (ARM for auto), build or
 // reuse block masks, then run dense heads through libtorch's flash kernel and sparse heads through
-// the block-sparse kernel (or everything through the TimeRipple oracle when reuse is on).
+// the block-sparse kernel (or everything through TimeRipple when reuse is on). On CUDA reuse
+// steps run as attention on substituted keys (docs/runtime.md, "Devices").
 #include "kernels/runtime.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -14,6 +16,9 @@
 #include "core/error.h"
 #include "kernels/block_attention.h"
 #include "kernels/cuda/ops.h"
+#ifdef SPARSETUNE_CUDA_KERNELS
+#include "kernels/cuda/aux_ops.h"
+#endif
 #include "kernels/layout.h"
 #include "kernels/patterns.h"
 #include "kernels/timeripple.h"
@@ -93,6 +98,9 @@ struct Runtime::State {
   // layout.order as int32 on the layout's device: the CUDA kernel's row index, through which it
   // reads q/k/v and writes out/lse in model order (no permuted copies around the call).
   torch::Tensor row_index;
+  // Layout block of each model-order token, int32 on the layout's device (the GPU TimeRipple
+  // kernel's key_block).
+  torch::Tensor token_block;
 
   // Moves the layout to `device` (the device of the calls); masks built for another device are
   // dropped and rebuilt there.
@@ -100,6 +108,7 @@ struct Runtime::State {
     if (layout.order.device() == device) return;
     layout = LayoutOn(layout, device);
     row_index = torch::Tensor();
+    token_block = torch::Tensor();
     static_masks.clear();
     plans.clear();
     cuda_plans.clear();
@@ -140,6 +149,34 @@ bool UseCudaKernel(const Layout& l, const torch::Tensor& q) {
   return q.is_cuda() && cuda::CudaKernelsBuilt() && UniformBlocks(l) &&
          (l.block_size == 64 || l.block_size == 128) && (q.size(3) == 64 || q.size(3) == 128) &&
          (q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf);
+}
+
+// SPARSETUNE_RT_<name> read per call ("" when unset): lets one process time both sides of a
+// runtime choice (the runtime bench and scripts/gpu-rt.sh); the defaults need no setting.
+std::string RuntimeEnv(const char* name) {
+  const char* v = std::getenv((std::string("SPARSETUNE_RT_") + name).c_str());
+  return v == nullptr ? std::string() : std::string(v);
+}
+
+// Whether the GPU kernels of kernels/cuda's aux library (mask prediction, TimeRipple,
+// permutation) are in this build.
+constexpr bool kCudaAux =
+#ifdef SPARSETUNE_CUDA_KERNELS
+    true;
+#else
+    false;
+#endif
+
+bool HalfPrecision(const torch::Tensor& q) {
+  return q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf;
+}
+
+// Whether the GPU TimeRipple kernel (kernels/cuda/ripple.h) can run a reuse step. It is not the
+// default: on an H200 it ran a gpu-small reuse step no faster than the oracle (89 vs 83 ms), while
+// the substituted keys run at the attention kernels' speed (docs/runtime.md, "Devices").
+bool UseCudaRipple(const Layout& l, const torch::Tensor& q) {
+  return kCudaAux && q.is_cuda() && HalfPrecision(q) && q.size(3) % 8 == 0 && q.size(3) <= 128 &&
+         l.grid[0] >= 1 && l.grid[1] * l.grid[2] >= 1 && l.tokens < (int64_t{1} << 31);
 }
 
 std::string ShapeOf(const torch::Tensor& t) {
@@ -263,13 +300,18 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
   // Resolve each head's block mask ([B, nb, nb]) or leave it undefined for a dense head.
   std::vector<torch::Tensor> masks(static_cast<size_t>(heads));
   std::vector<int64_t> mask_id = {batch, nq};  // plan key: which mask each sparse head runs
-  torch::Tensor kl;  // keys in layout order, made when a sparse head needs them
+  // The keys the attention runs on: k, or on CUDA reuse steps k with TimeRipple's substitutions
+  // (masks are always built from k itself).
+  torch::Tensor ka = k;
+  torch::Tensor kl;  // ka in layout order, made when a sparse head needs it
   auto keys_in_layout = [&]() -> const torch::Tensor& {
-    if (!kl.defined()) kl = PermuteTokens(k, lay.order);
+    if (!kl.defined()) kl = PermuteTokens(ka, lay.order);
     return kl;
   };
   const torch::Tensor q_block = lay.block_of.index_select(0, lay.position).index_select(
       0, q_index.reshape({-1})).reshape({batch, nq});
+  // Per head: the resolved pattern (ARM's pick for auto).
+  std::vector<HeadPattern> resolved(static_cast<size_t>(heads));
   for (int64_t h = 0; h < heads; ++h) {
     HeadPattern p = schedule_.pattern_at(step, layer, h);
     const size_t slot = static_cast<size_t>(layer * heads + h);
@@ -289,19 +331,16 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
       }
       p.pattern = a.pick;
     }
+    resolved[static_cast<size_t>(h)] = p;
     switch (p.pattern) {
       case PatternKind::kDense:
         break;
       case PatternKind::kSpatial:
       case PatternKind::kTemporal:
       case PatternKind::kTextural:
-        if (p.density < 1.0) {
+        if (p.density < 1.0)
           masks[static_cast<size_t>(h)] =
               st.static_mask(p.pattern, p.density).unsqueeze(0).expand({batch, -1, -1});
-          int64_t bits = 0;
-          std::memcpy(&bits, &p.density, sizeof bits);
-          mask_id.insert(mask_id.end(), {h, static_cast<int64_t>(p.pattern), bits});
-        }
         break;
       case PatternKind::kBlockSparse: {
         State::CachedMask& c = st.masks[slot];
@@ -323,12 +362,23 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
           c.serial = ++st.mask_serial;
           ++call.mask_builds;
         }
-        masks[static_cast<size_t>(h)] = c.mask;
-        mask_id.insert(mask_id.end(), {h, static_cast<int64_t>(PatternKind::kBlockSparse), c.serial});
         break;
       }
       case PatternKind::kAuto:
         break;
+    }
+  }
+  // Masks and plan keys in head order.
+  for (int64_t h = 0; h < heads; ++h) {
+    const HeadPattern& p = resolved[static_cast<size_t>(h)];
+    if (p.pattern == PatternKind::kBlockSparse) {
+      const State::CachedMask& c = st.masks[static_cast<size_t>(layer * heads + h)];
+      masks[static_cast<size_t>(h)] = c.mask;
+      mask_id.insert(mask_id.end(), {h, static_cast<int64_t>(PatternKind::kBlockSparse), c.serial});
+    } else if (masks[static_cast<size_t>(h)].defined()) {
+      int64_t bits = 0;
+      std::memcpy(&bits, &p.density, sizeof bits);
+      mask_id.insert(mask_id.end(), {h, static_cast<int64_t>(p.pattern), bits});
     }
   }
 
@@ -336,9 +386,26 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
   for (int64_t h = 0; h < heads; ++h)
     (masks[static_cast<size_t>(h)].defined() ? sparse_heads : dense_heads).push_back(h);
   const int64_t hs = static_cast<int64_t>(sparse_heads.size());
-  const bool reuse = schedule_.reuse.enabled &&
-                     step < static_cast<int64_t>(schedule_.reuse.threshold.size()) &&
-                     schedule_.reuse.threshold[static_cast<size_t>(step)] <= 1.0;
+  const bool reuse_step = schedule_.reuse.enabled &&
+                         step < static_cast<int64_t>(schedule_.reuse.threshold.size()) &&
+                         schedule_.reuse.threshold[static_cast<size_t>(step)] <= 1.0;
+  const double reuse_threshold =
+      reuse_step ? schedule_.reuse.threshold[static_cast<size_t>(step)] : 2.0;
+  // How a reuse step runs (docs/runtime.md, "Devices"): on CUDA by default as ordinary attention
+  // on substituted keys (exact oracle semantics, any kernel below); SPARSETUNE_RT_RIPPLE=kernel
+  // takes the GPU TimeRipple kernel where it applies, =oracle (and the CPU) the oracle.
+  const std::string ripple_env = reuse_step && q.is_cuda() ? RuntimeEnv("RIPPLE") : std::string();
+  const bool ripple_kernel = reuse_step && ripple_env == "kernel" && UseCudaRipple(lay, q);
+  const bool ripple_keys = reuse_step && q.is_cuda() && !ripple_kernel && ripple_env != "oracle";
+  // `reuse`: the step runs one of the two TimeRipple-specific paths instead of the attention
+  // kernels.
+  const bool reuse = reuse_step && !ripple_keys;
+  if (ripple_keys) {
+    const RippleSubstitution rk = RippleSubstituteKeys(lay, k, SplitOf(m), reuse_threshold);
+    call.qk_macs_skipped = RippleSkippedMacs(lay, rk.reuse, masks, q_block, SplitOf(m));
+    ka = rk.keys;
+    kl = torch::Tensor();
+  }
   // Sparse heads stacked into one mask [B*hs, nb, nb] (batch-major).
   auto stacked_mask = [&]() {
     std::vector<torch::Tensor> sm;
@@ -397,14 +464,39 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
   // copy: both happen only when Astraea reads the scores (some step has a token budget below 1).
   const bool need_lse = q.device().is_cpu() || UsesTokenBudget(schedule_);
   torch::Tensor out, lse;
-  if (reuse) {
-    RippleOutput r = RippleAttention(lay, q, q_index, k, v, masks, SplitOf(m),
-                                     schedule_.reuse.threshold[static_cast<size_t>(step)]);
+  if (ripple_kernel) {
+#ifdef SPARSETUNE_CUDA_KERNELS
+    // The GPU kernel reuses a group only for whole 32-key tiles (kernels/cuda/ripple.h), so it
+    // skips at most what the oracle skips; sparse heads pass their masks, dense heads none.
+    cuda::RippleMask rm;
+    if (hs > 0) {
+      if (!st.token_block.defined())
+        st.token_block = lay.block_of.index_select(0, lay.position).to(torch::kInt32).contiguous();
+      std::vector<torch::Tensor> all;
+      torch::Tensor full;
+      for (int64_t h = 0; h < heads; ++h) {
+        const torch::Tensor& mh = masks[static_cast<size_t>(h)];
+        if (!mh.defined() && !full.defined())
+          full = torch::ones({batch, lay.blocks(), lay.blocks()}, q.options().dtype(torch::kBool));
+        all.push_back(mh.defined() ? mh : full);
+      }
+      rm.mask = torch::stack(all, 1).contiguous();
+      rm.q_block = q_block.to(torch::kInt32).contiguous();
+      rm.key_block = st.token_block;
+    }
+    cuda::RippleResult r = cuda::RippleAttention(
+        lay, q.contiguous(), k.contiguous(), v.contiguous(), SplitOf(m), reuse_threshold,
+        hs > 0 ? &rm : nullptr);
+    out = r.out, lse = r.lse;
+    call.qk_macs_skipped = r.macs_skipped;
+#endif
+  } else if (reuse) {
+    RippleOutput r = RippleAttention(lay, q, q_index, k, v, masks, SplitOf(m), reuse_threshold);
     out = r.out, lse = r.lse;
     call.qk_macs_skipped = r.macs_skipped;
   } else {
     if (hs == 0) {
-      AttentionOutput d = DenseAttention(q, k, v, need_lse);
+      AttentionOutput d = DenseAttention(q, ka, v, need_lse);
       out = d.out, lse = d.lse;
     } else {
       const bool all_sparse = hs == heads;
@@ -425,7 +517,7 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
           return flat(x).reshape({g, 1, n, m.head_dim}).contiguous();
         };
         AttentionOutput r = cuda::BlockSparseAttentionCuda(
-            as4(q), as4(k), as4(v), cuda_plan->csr,
+            as4(q), as4(ka), as4(v), cuda_plan->csr,
             1.0 / std::sqrt(static_cast<double>(m.head_dim)), /*validate=*/false, st.row_index);
         s.out = r.out.view({g, n, m.head_dim});
         s.lse = r.lse.view({g, n});
@@ -445,7 +537,7 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
         out = torch::empty_like(q);
         lse = torch::empty({batch, heads, nq}, q.options().dtype(torch::kFloat32));
         const torch::Tensor di = torch::tensor(dense_heads, torch::kInt64).to(q.device());
-        AttentionOutput d = DenseAttention(q.index_select(1, di), k.index_select(1, di),
+        AttentionOutput d = DenseAttention(q.index_select(1, di), ka.index_select(1, di),
                                            v.index_select(1, di), need_lse);
         out.index_copy_(1, di, d.out);
         if (d.lse.defined()) lse.index_copy_(1, di, d.lse);

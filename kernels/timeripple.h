@@ -32,4 +32,26 @@ RippleOutput RippleAttention(const Layout& layout, const torch::Tensor& q,
                              const torch::Tensor& v, const std::vector<torch::Tensor>& masks,
                              const std::array<int64_t, 3>& split, double threshold);
 
+// TimeRipple as plain attention on substituted keys (the runtime's path on CUDA). A reused
+// partial score s^g[i, j] := s^g[i, r(j)] is q_i^g · k'^g_{r(j)}, so the oracle's logits are exactly
+// q · k'ᵀ for the keys k' in which every reused (key, group) takes its reference's channels, frame
+// by frame (a chain of reuse copies from the last frame that was not reused). Any attention
+// kernel (SDPA, the block-sparse kernel) then computes the oracle's result up to summation order;
+// the reuse decision is RippleReuse's (float64 cosines of the original keys).
+struct RippleSubstitution {
+  torch::Tensor keys;   // [B, H, N, D] k's dtype and device: k with the reused groups substituted
+  torch::Tensor reuse;  // [B, H, 3, N] bool: (key, group) reused (false for text and frame 0)
+};
+// k: [B, H, N, D] model order, any dtype and device.
+RippleSubstitution RippleSubstituteKeys(const Layout& layout, const torch::Tensor& k,
+                                        const std::array<int64_t, 3>& split, double threshold);
+
+// RippleOutput::macs_skipped for `reuse` ([B, H, 3, N] from RippleSubstituteKeys): per reused
+// (key, group), the computed queries allowed to attend the key times the group's width. masks[h]
+// as in RippleAttention; q_block [B, Nq] int64: layout block of each computed query. One host
+// sync.
+int64_t RippleSkippedMacs(const Layout& layout, const torch::Tensor& reuse,
+                          const std::vector<torch::Tensor>& masks, const torch::Tensor& q_block,
+                          const std::array<int64_t, 3>& split);
+
 }  // namespace sparsetune

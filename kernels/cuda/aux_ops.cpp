@@ -287,6 +287,27 @@ torch::Tensor CsrToDense(const MaskPrediction& mask, int64_t batch, int64_t head
   return dense.view({batch, heads, nb, nb});
 }
 
+torch::Tensor MaskBitsToDense(const MaskPrediction& mask, int64_t batch, int64_t heads) {
+  const int64_t nb = mask.blocks, rows = batch * heads * nb, words = (nb + 31) / 32;
+  Require(mask.workspace.defined() && mask.workspace.numel() >= rows * words * 4,
+          "MaskBitsToDense", [&] {
+            return "the workspace holds no bitmap of " + std::to_string(rows) + " rows";
+          });
+  // SelectKernel writes row r's bitmap as `words` uint32 at the workspace's start (bit j of
+  // word w = key block 32 w + j); LaunchMaskPredict lays the workspace out so.
+  const torch::Tensor bits = mask.workspace.narrow(0, 0, rows * words * 4)
+                                 .view(torch::kInt32)
+                                 .view({rows, words, 1});
+  const torch::Tensor shifts =
+      torch::arange(32, mask.workspace.options().dtype(torch::kInt32)).view({1, 1, 32});
+  return bits.bitwise_right_shift(shifts)
+      .bitwise_and(1)
+      .view({rows, words * 32})
+      .narrow(1, 0, nb)
+      .ne(0)
+      .view({batch, heads, nb, nb});
+}
+
 torch::Tensor PermuteRows(const torch::Tensor& x, const torch::Tensor& index) {
   RequireCuda("PermuteRows", "x", x);
   RequireBhnd("PermuteRows", "x", x, -1);
@@ -494,7 +515,7 @@ void TokenScoresInto(const torch::Tensor& lse, const torch::Tensor& delta,
 
 RippleResult RippleAttention(const Layout& layout, const torch::Tensor& q, const torch::Tensor& k,
                              const torch::Tensor& v, const std::array<int64_t, 3>& split,
-                             double threshold) {
+                             double threshold, const RippleMask* mask) {
   RequireCuda("RippleAttention", "q", q);
   RequireBhnd("RippleAttention", "q", q, -1);
   const int64_t hw = layout.grid[1] * layout.grid[2];
@@ -504,13 +525,13 @@ RippleResult RippleAttention(const Layout& layout, const torch::Tensor& q, const
   r.reuse =
       torch::empty({q.size(0), q.size(1), 3, layout.grid[0], (hw + kRippleTile - 1) / kRippleTile},
                    q.options().dtype(torch::kUInt8));
-  RippleAttentionInto(layout, q, k, v, split, threshold, r);
+  RippleAttentionInto(layout, q, k, v, split, threshold, r, mask);
   return r;
 }
 
 void RippleAttentionInto(const Layout& layout, const torch::Tensor& q, const torch::Tensor& k,
                          const torch::Tensor& v, const std::array<int64_t, 3>& split,
-                         double threshold, RippleResult& r) {
+                         double threshold, RippleResult& r, const RippleMask* mask) {
   const char* fn = "RippleAttention";
   RequireCuda(fn, "q", q);
   RequireCuda(fn, "k", k);
@@ -543,6 +564,21 @@ void RippleAttentionInto(const Layout& layout, const torch::Tensor& q, const tor
   RequireOut(fn, "out", r.out, q, q.sizes(), q.scalar_type());
   RequireOut(fn, "lse", r.lse, q, {batch, heads, nq}, torch::kFloat32);
   RequireOut(fn, "reuse", r.reuse, q, {batch, heads, 3, frames, chunks}, torch::kUInt8);
+  const int64_t nb = layout.blocks();
+  torch::Tensor mask_u8;
+  if (mask != nullptr) {
+    RequireCuda(fn, "mask", mask->mask);
+    RequireSameDevice(fn, "mask", mask->mask, q);
+    RequireDtype(fn, "mask", mask->mask, torch::kBool);
+    Require(mask->mask.sizes() == torch::IntArrayRef({batch, heads, nb, nb}), fn, [&] {
+      return "mask must be [B, H, nb, nb] = [" + std::to_string(batch) + ", " +
+             std::to_string(heads) + ", " + std::to_string(nb) + ", " + std::to_string(nb) +
+             "]; got " + Sizes(mask->mask);
+    });
+    RequireOut(fn, "q_block", mask->q_block, q, {batch, nq}, torch::kInt32);
+    RequireOut(fn, "key_block", mask->key_block, q, {layout.tokens}, torch::kInt32);
+    mask_u8 = mask->mask.view(torch::kUInt8);
+  }
   const torch::Tensor macs = torch::zeros({1}, q.options().dtype(torch::kInt64));
   RippleParams p;
   p.q = q.data_ptr();
@@ -564,8 +600,40 @@ void RippleAttentionInto(const Layout& layout, const torch::Tensor& q, const tor
   p.dtype = dtype;
   p.reuse = r.reuse.data_ptr<uint8_t>();
   p.macs_skipped = reinterpret_cast<unsigned long long*>(macs.data_ptr<int64_t>());
+  if (mask != nullptr) {
+    p.mask = mask_u8.data_ptr<uint8_t>();
+    p.q_block = mask->q_block.data_ptr<int32_t>();
+    p.key_block = mask->key_block.data_ptr<int32_t>();
+    p.blocks = static_cast<int32_t>(nb);
+  }
   Launched(fn, LaunchRippleAttention(p, StreamOf(q)));
-  r.macs_skipped = macs.item<int64_t>();
+  if (mask == nullptr) {
+    r.macs_skipped = macs.item<int64_t>();
+    return;
+  }
+  // The oracle's count: per reused (key, group), the computed queries the mask lets attend the
+  // key, times the group's width. allowed[b, h, key block] = sum over query blocks of (queries
+  // in the block) * mask; float64 is exact for these integer sums.
+  const auto i64 = q.options().dtype(torch::kInt64);
+  const torch::Tensor per_block =
+      torch::zeros({batch, nb}, i64).scatter_add_(1, mask->q_block.to(torch::kInt64),
+                                                   torch::ones({batch, nq}, i64));
+  const torch::Tensor allowed =
+      torch::matmul(per_block.to(torch::kFloat64).view({batch, 1, 1, nb}),
+                    mask->mask.to(torch::kFloat64))
+          .view({batch, heads, nb})
+          .round()
+          .to(torch::kInt64);
+  const torch::Tensor video_block =
+      mask->key_block.narrow(0, layout.video_offset, frames * hw).to(torch::kInt64);
+  const torch::Tensor per_key = allowed.index_select(2, video_block);  // [B, H, F*HW]
+  const torch::Tensor flags = r.reuse.to(torch::kInt64)
+                                  .repeat_interleave(kRippleTile, 4)
+                                  .narrow(4, 0, hw)
+                                  .reshape({batch, heads, 3, frames * hw});
+  const torch::Tensor per_group = (flags * per_key.unsqueeze(2)).sum({0, 1, 3});  // [3]
+  const torch::Tensor widths = torch::tensor({split[0], split[1], split[2]}, i64);
+  r.macs_skipped = (per_group * widths).sum().item<int64_t>();
 }
 
 }  // namespace sparsetune::cuda

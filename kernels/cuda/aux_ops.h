@@ -50,6 +50,10 @@ torch::Tensor ArmRecallHeads(const Layout& layout, const torch::Tensor& q, const
 
 // Dense [B, H, nb, nb] bool mask of a CSR (for checks and small shapes).
 torch::Tensor CsrToDense(const MaskPrediction& mask, int64_t batch, int64_t heads);
+// The same mask on the device, without a host sync: unpacked from the per-row bitmaps the
+// prediction leaves at the start of its workspace (the runtime's path; valid until the
+// workspace is reused).
+torch::Tensor MaskBitsToDense(const MaskPrediction& mask, int64_t batch, int64_t heads);
 
 // out[b, h, i, :] = x[b, h, index[i], :] for a bf16/fp16 CUDA x [B, H, N, D] (D a multiple of 8
 // or any D for a slower path) and int64 index [M] on x's device, values in [0, N) (not checked:
@@ -83,21 +87,29 @@ void TokenScoresInto(const torch::Tensor& lse, const torch::Tensor& delta,
                      const torch::Tensor& skipped, int64_t video_offset, int64_t video_tokens,
                      torch::Tensor& out);
 
-// TimeRipple at tile granularity (ripple.h) for dense heads.
+// TimeRipple at tile granularity (ripple.h), dense heads or heads with a block mask.
 struct RippleResult {
   torch::Tensor out;          // [B, H, Nq, D] q's dtype
   torch::Tensor lse;          // [B, H, Nq] float32
   torch::Tensor reuse;        // [B, H, 3, F, ceil(HW/32)] uint8 tile reuse flags
   int64_t macs_skipped = 0;   // q·k multiply-adds not computed (host sync to read it)
 };
+// Block masks of a TimeRipple call (the oracle's `masks`; a dense head's mask is all true).
+struct RippleMask {
+  torch::Tensor mask;       // [B, H, nb, nb] bool on q's device, layout blocks
+  torch::Tensor q_block;    // [B, Nq] int32 on q's device: layout block of each query row
+  torch::Tensor key_block;  // [N] int32 on q's device: layout block of each key (model index)
+};
 // q [B, H, Nq, D], k, v [B, H, N, D] model order, bf16/fp16 CUDA, head_dim <= 128; split the
-// (t, h, w) channel counts (sum D).
+// (t, h, w) channel counts (sum D). With `mask`, pairs outside it drop out of the softmax and
+// macs_skipped counts, per reused key, only the queries the mask lets attend it (the oracle's
+// count: RippleAttention in kernels/timeripple.h).
 RippleResult RippleAttention(const Layout& layout, const torch::Tensor& q, const torch::Tensor& k,
                              const torch::Tensor& v, const std::array<int64_t, 3>& split,
-                             double threshold);
+                             double threshold, const RippleMask* mask = nullptr);
 // The same into out.out, out.lse and out.reuse, allocated by the caller with the shapes above.
 void RippleAttentionInto(const Layout& layout, const torch::Tensor& q, const torch::Tensor& k,
                          const torch::Tensor& v, const std::array<int64_t, 3>& split,
-                         double threshold, RippleResult& out);
+                         double threshold, RippleResult& out, const RippleMask* mask = nullptr);
 
 }  // namespace sparsetune::cuda

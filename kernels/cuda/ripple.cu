@@ -5,7 +5,9 @@
 //   2. AttnKernel   32 queries per CTA, 256 threads (8 per query, 4 keys each): key tiles visited
 //                   spatial run by spatial run, frames in order inside a run, then the text keys;
 //                   per (query, key) the three group partials live in registers and a reused
-//                   group keeps the previous frame's value; online softmax in float32.
+//                   group keeps the previous frame's value; online softmax in float32. With a
+//                   block mask, a pair outside the query's block row drops out of the softmax
+//                   after its partials are formed (reuse still reads them).
 #include "kernels/cuda/ripple.h"
 
 #include <cmath>
@@ -29,6 +31,14 @@ struct Dims {
   int32_t q_rows, tokens, head_dim, frames, frame_tokens, video_offset, chunks;
   int32_t g1, g2;     // first channel of the h and w groups
   int32_t width[3];   // channels per group
+  int32_t heads, blocks;  // H, and nb of the optional block mask
+};
+
+// The optional block mask of RippleParams.
+struct MaskRefs {
+  const uint8_t* mask;       // [B*H, nb, nb] or null
+  const int32_t* q_block;    // [B, Nq]
+  const int32_t* key_block;  // [N]
 };
 
 __device__ __forceinline__ int GroupOf(const Dims& d, int c) { return c < d.g1 ? 0 : (c < d.g2 ? 1 : 2); }
@@ -83,14 +93,23 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
 AttnKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
            T* __restrict__ o, float* __restrict__ lse, Dims d, float scale,
-           const uint8_t* __restrict__ reuse) {
+           const uint8_t* __restrict__ reuse, MaskRefs mr) {
   extern __shared__ float sm[];
+  __shared__ int32_t kblk[kRippleTile];  // layout block of each key of the tile (masked calls)
   const int D = d.head_dim, ld = D + 1;
   float* qs = sm;                        // [32][D+1]
   float* ks = qs + kQueries * ld;        // [T][D+1]
   float* vs = ks + kRippleTile * ld;     // [T][D]
   const int bh = blockIdx.y, q0 = blockIdx.x * kQueries;
   const int qi = threadIdx.x / 8, sub = threadIdx.x % 8, lane = threadIdx.x % 32;
+  // This thread's query's row of the block mask (null: every key allowed).
+  const uint8_t* mask_row = nullptr;
+  if (mr.mask != nullptr) {
+    const int b = bh / d.heads;
+    const int row = min(q0 + qi, d.q_rows - 1);
+    const int qb = mr.q_block[static_cast<int64_t>(b) * d.q_rows + row];
+    mask_row = mr.mask + (static_cast<int64_t>(bh) * d.blocks + qb) * d.blocks;
+  }
   const int64_t head_off = static_cast<int64_t>(bh) * d.tokens * D;
   const T* kb = k + head_off;
   const T* vb = v + head_off;
@@ -136,6 +155,8 @@ AttnKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict
       if (!reused[GroupOf(d, c)]) ks[r * ld + c] = valid ? ToFloat<T>(kb[src]) : 0.0f;
       vs[r * D + c] = valid ? ToFloat<T>(vb[src]) : 0.0f;
     }
+    if (mask_row != nullptr && threadIdx.x < kRippleTile)
+      kblk[threadIdx.x] = static_cast<int>(threadIdx.x) < len ? mr.key_block[first + threadIdx.x] : 0;
     __syncthreads();
     int c0 = 0;
 #pragma unroll
@@ -161,17 +182,21 @@ AttnKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict
     for (int m = 0; m < kKeysPerThread; ++m) {
       // Same order as the CPU: ((0 + s_t) + s_h) + s_w, then the scale.
       const float s = ((0.0f + part[0][m]) + part[1][m] + part[2][m]) * scale;
-      p[m] = sub + 8 * m < len ? s : -INFINITY;
+      const int key = sub + 8 * m;
+      const bool allowed = key < len && (mask_row == nullptr || mask_row[kblk[key]] != 0);
+      p[m] = allowed ? s : -INFINITY;
       tile_max = fmaxf(tile_max, p[m]);
     }
     for (int off = 4; off > 0; off >>= 1)
       tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, off));
     const float new_max = fmaxf(row_max, tile_max);
-    const float alpha = expf(row_max - new_max);
+    // Nothing allowed yet (masked rows): keep the empty state instead of exp(-inf - -inf) = NaN.
+    const bool empty = new_max == -INFINITY;
+    const float alpha = empty ? 1.0f : expf(row_max - new_max);
     float tile_sum = 0.0f;
 #pragma unroll
     for (int m = 0; m < kKeysPerThread; ++m) {
-      p[m] = expf(p[m] - new_max);
+      p[m] = empty ? 0.0f : expf(p[m] - new_max);
       tile_sum += p[m];
     }
     for (int off = 4; off > 0; off >>= 1) tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, off);
@@ -194,12 +219,14 @@ AttnKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict
   }
   const int row = q0 + qi;
   if (row < d.q_rows) {
-    const float inv = 1.0f / row_sum;
+    const float inv = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
     T* orow = o + (static_cast<int64_t>(bh) * d.q_rows + row) * D;
 #pragma unroll
     for (int i = 0; i < kMaxAcc; ++i)
       if (sub + 8 * i < D) orow[sub + 8 * i] = FromFloat<T>(acc[i] * inv);
-    if (sub == 0) lse[static_cast<int64_t>(bh) * d.q_rows + row] = row_max + logf(row_sum);
+    if (sub == 0)
+      lse[static_cast<int64_t>(bh) * d.q_rows + row] =
+          row_sum > 0.0f ? row_max + logf(row_sum) : -INFINITY;
   }
 }
 
@@ -217,9 +244,12 @@ int LaunchRippleAttention(const RippleParams& p, void* stream_ptr) {
       p.split[0] < 0 || p.split[1] < 0 || p.split[2] < 0 ||
       p.split[0] + p.split[1] + p.split[2] != p.head_dim || p.frames < 1 || p.frame_tokens < 1)
     return cudaErrorInvalidValue;
+  if (p.mask != nullptr && (p.q_block == nullptr || p.key_block == nullptr || p.blocks < 1))
+    return cudaErrorInvalidValue;
   Dims d{p.q_rows, p.tokens, p.head_dim, p.frames, p.frame_tokens, p.video_offset,
          Chunks(p.frame_tokens), p.split[0], p.split[0] + p.split[1],
-         {p.split[0], p.split[1], p.split[2]}};
+         {p.split[0], p.split[1], p.split[2]}, p.heads, p.blocks};
+  const MaskRefs mr{p.mask, p.q_block, p.key_block};
   const int bh = p.batch * p.heads;
   if (bh == 0 || p.q_rows == 0) return cudaSuccess;
   const dim3 fgrid(static_cast<unsigned>(d.chunks), static_cast<unsigned>(p.frames),
@@ -241,7 +271,7 @@ int LaunchRippleAttention(const RippleParams& p, void* stream_ptr) {
     AttnKernel<__nv_bfloat16><<<agrid, kThreads, smem, stream>>>(
         static_cast<const __nv_bfloat16*>(p.q), static_cast<const __nv_bfloat16*>(p.k),
         static_cast<const __nv_bfloat16*>(p.v), static_cast<__nv_bfloat16*>(p.o), p.lse, d,
-        p.scale, p.reuse);
+        p.scale, p.reuse, mr);
   } else {
     FlagsKernel<__half><<<fgrid, 256, 0, stream>>>(static_cast<const __half*>(p.k), d,
                                                    p.threshold, p.reuse, p.macs_skipped);
@@ -251,7 +281,8 @@ int LaunchRippleAttention(const RippleParams& p, void* stream_ptr) {
       return err;
     AttnKernel<__half><<<agrid, kThreads, smem, stream>>>(
         static_cast<const __half*>(p.q), static_cast<const __half*>(p.k),
-        static_cast<const __half*>(p.v), static_cast<__half*>(p.o), p.lse, d, p.scale, p.reuse);
+        static_cast<const __half*>(p.v), static_cast<__half*>(p.o), p.lse, d, p.scale, p.reuse,
+        mr);
   }
   return cudaGetLastError();
 }

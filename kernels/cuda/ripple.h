@@ -12,8 +12,12 @@
 // Difference from the CPU oracle (documented in docs via the report): the CPU reuses per token; the
 // GPU reuses a group only for whole tiles, so a token the CPU reuses inside a tile with a
 // non-reusing neighbour is computed exactly here. When reuse is uniform over each tile the two are
-// the same computation (the tests build such inputs). Dense heads only (no block mask), q rows
-// any subset of tokens, head_dim <= 128.
+// the same computation (the tests build such inputs). q rows any subset of tokens, head_dim <= 128.
+//
+// Block masks (optional, the runtime's sparse heads): a (query, key) pair outside the query's
+// block row is left out of the softmax, after the partials are formed, so reuse still reads the
+// reference column's partial even where that pair is masked (as the CPU oracle does). Masked
+// pairs are still multiplied (the kernel walks every key tile); only the softmax skips them.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +48,11 @@ struct RippleParams {
   float scale = 0.0f;             // softmax scale (1/sqrt(D))
   HalfType dtype = HalfType::kBFloat16;  // element type of q, k, v, o
   uint8_t* reuse = nullptr;       // [B*H, 3, F, ceil(HW/T)] tile reuse flags (written)
+  // Optional block mask (all three null = every pair allowed).
+  const uint8_t* mask = nullptr;      // [B*H, nb, nb] 1 = key block allowed for the query block
+  const int32_t* q_block = nullptr;   // [B, Nq] layout block of each query row
+  const int32_t* key_block = nullptr; // [N] layout block of each key, by model index
+  int32_t blocks = 0;                 // nb
   unsigned long long* macs_skipped = nullptr;  // counter the kernels add to (zero it first)
 };
 
@@ -51,7 +60,10 @@ struct RippleParams {
 int64_t RippleReuseBytes(int32_t batch, int32_t heads, int32_t frames, int32_t frame_tokens);
 
 // Tile reuse flags, then attention with the skipped group products. Returns 0 or a cudaError_t;
-// cudaErrorInvalidValue for an unsupported head_dim or split.
+// cudaErrorInvalidValue for an unsupported head_dim or split, or a mask without its block maps.
+// macs_skipped counts every computed query per reused key (the dense-head count); with a mask the
+// caller counts the allowed queries itself from the flags. A query row whose mask allows no key
+// gets out = 0 and lse = -inf.
 int LaunchRippleAttention(const RippleParams& params, void* stream);
 
 }  // namespace sparsetune::cuda

@@ -256,38 +256,6 @@ TEST_CASE("GPU token ops follow TokenCache over two steps", "[kernels][cuda]") {
   }
 }
 
-namespace {
-
-// Keys of frames >= 1 built per (tile, group) from the key one frame earlier: a near-copy
-// (cosine ~0.99, reused at threshold 0.9) for about two thirds of them, a near-negation (cosine
-// ~-0.99) for the rest. Per-token and per-tile reuse then coincide by a wide margin, so
-// RippleAttention is the exact oracle.
-torch::Tensor RippleKeys(const st::Layout& l, int64_t batch, int64_t heads, int64_t d,
-                         const std::array<int64_t, 3>& split, int64_t seed) {
-  torch::Tensor k = st::test::Rand(seed, {batch, heads, l.tokens, d});
-  const int64_t hw = l.grid[1] * l.grid[2], runs = (hw + 31) / 32;
-  int64_t pick = 0;
-  for (int64_t f = 1; f < l.grid[0]; ++f)
-    for (int64_t c = 0; c < runs; ++c) {
-      int64_t c0 = 0;
-      for (int g = 0; g < 3; ++g) {
-        const int64_t w = split[static_cast<size_t>(g)];
-        if (w > 0) {
-          const double sign = ++pick % 3 != 0 ? 1.0 : -1.0;
-          const int64_t len = std::min<int64_t>(32, hw - c * 32);
-          const int64_t cur = l.video_offset + f * hw + c * 32;
-          torch::Tensor dst = k.narrow(2, cur, len).narrow(3, c0, w);
-          const torch::Tensor src = k.narrow(2, cur - hw, len).narrow(3, c0, w);
-          dst.copy_(sign * src + 0.1 * torch::randn(src.sizes()));
-        }
-        c0 += w;
-      }
-    }
-  return k;
-}
-
-}  // namespace
-
 TEST_CASE("GPU TimeRipple equals RippleAttention when reuse is tile-uniform", "[kernels][cuda]") {
   if (!HaveCuda()) return;
   struct RippleCase {
@@ -310,7 +278,7 @@ TEST_CASE("GPU TimeRipple equals RippleAttention when reuse is tile-uniform", "[
     const st::ModelGeometry m = st::test::SmallModel(c.grid, c.text, c.pos, heads, c.d);
     const st::Layout l = st::BuildLayout(m, Raster(), 16);
     const std::array<int64_t, 3> split = st::RopeSplitFor(c.d);
-    const torch::Tensor k = RippleKeys(l, batch, heads, c.d, split, seed++).to(c.dtype);
+    const torch::Tensor k = st::test::RippleKeys(l, batch, heads, c.d, split, seed++).to(c.dtype);
     const torch::Tensor v = st::test::Rand(seed++, {batch, heads, l.tokens, c.d}).to(c.dtype);
     // Queries: every other token (q rows need not be all tokens).
     const torch::Tensor q_index = torch::arange(0, l.tokens, 2, torch::kInt64).unsqueeze(0).expand({batch, -1}).contiguous();
@@ -349,6 +317,51 @@ TEST_CASE("GPU TimeRipple equals RippleAttention when reuse is tile-uniform", "[
         }
       }
   }
+}
+
+TEST_CASE("GPU TimeRipple with block masks equals RippleAttention", "[kernels][cuda]") {
+  if (!HaveCuda()) return;
+  const int64_t batch = 2, heads = 2, d = 64;
+  const st::ModelGeometry m = st::test::SmallModel({4, 6, 16}, 6, st::TextPosition::kFront, heads, d);
+  const st::Layout l = st::BuildLayout(m, Tiles(1, 3, 4), 16);
+  const int64_t nb = l.blocks();
+  const std::array<int64_t, 3> split = st::RopeSplitFor(d);
+  const torch::Tensor k = st::test::RippleKeys(l, batch, heads, d, split, 620).to(torch::kBFloat16);
+  const torch::Tensor v = st::test::Rand(621, {batch, heads, l.tokens, d}).to(torch::kBFloat16);
+  // Queries: a third of the tokens.
+  const torch::Tensor q_index =
+      torch::arange(1, l.tokens, 3, torch::kInt64).unsqueeze(0).expand({batch, -1}).contiguous();
+  const torch::Tensor q = st::test::Rand(622, {batch, heads, q_index.size(1), d}).to(torch::kBFloat16);
+  // Head 0: random block masks (diagonal kept, so no row is empty); head 1: dense (all true).
+  torch::manual_seed(623);
+  torch::Tensor mask0 = torch::rand({batch, nb, nb}) < 0.4;
+  mask0.logical_or_(torch::eye(nb, torch::kBool).unsqueeze(0));
+  const std::vector<torch::Tensor> masks = {mask0, torch::Tensor()};
+  const st::RippleOutput ref = st::RippleAttention(l, q, q_index, k, v, masks, split, 0.9);
+  stc::RippleMask rm;
+  rm.mask = torch::stack({mask0, torch::ones({batch, nb, nb}, torch::kBool)}, 1).cuda();
+  const torch::Tensor block_of_token = l.block_of.index_select(0, l.position);
+  rm.q_block = block_of_token.index_select(0, q_index.reshape({-1})).view({batch, -1})
+                   .to(torch::kInt32).cuda();
+  rm.key_block = block_of_token.to(torch::kInt32).cuda();
+  const stc::RippleResult out = stc::RippleAttention(l, q.cuda(), k.cuda(), v.cuda(), split, 0.9, &rm);
+  CHECK(ref.macs_skipped > 0);
+  CHECK(out.macs_skipped == ref.macs_skipped);
+  CHECK((out.out.cpu().to(torch::kFloat32) - ref.out.to(torch::kFloat32)).abs().max().item<double>() < 2e-2);
+  CHECK((out.lse.cpu() - ref.lse).abs().max().item<double>() < 2e-4);
+  // The mask matters: head 0 unmasked moves the LSE well beyond that.
+  const st::RippleOutput unmasked = st::RippleAttention(l, q, q_index, k, v,
+                                                        std::vector<torch::Tensor>(heads), split, 0.9);
+  CHECK((unmasked.lse[0][0] - ref.lse[0][0]).abs().max().item<double>() > 1e-2);
+  // Bad mask shapes and dtypes are rejected before any launch.
+  stc::RippleMask bad = rm;
+  bad.mask = rm.mask.narrow(3, 0, nb - 1).contiguous();
+  REQUIRE_THROWS_AS(stc::RippleAttention(l, q.cuda(), k.cuda(), v.cuda(), split, 0.9, &bad),
+                    st::ShapeError);
+  bad = rm;
+  bad.q_block = rm.q_block.to(torch::kInt64);
+  REQUIRE_THROWS_AS(stc::RippleAttention(l, q.cuda(), k.cuda(), v.cuda(), split, 0.9, &bad),
+                    st::ShapeError);
 }
 
 TEST_CASE("GPU TimeRipple tile flags AND the per-token reuse on random keys", "[kernels][cuda]") {

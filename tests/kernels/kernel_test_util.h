@@ -2,12 +2,15 @@
 // attention with an explicit token mask.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include "kernels/layout.h"
 #include "kernels/runtime.h"
 #include "kernels/schedule.h"
 
@@ -85,6 +88,34 @@ inline double RelL2(const torch::Tensor& out, const torch::Tensor& ref) {
   const torch::Tensor r = ref.to(torch::kCPU, torch::kFloat64);
   const torch::Tensor o = out.to(torch::kCPU, torch::kFloat64);
   return ((o - r).norm() / r.norm()).item<double>();
+}
+
+// Keys of frames >= 1 built per (tile, group) from the key one frame earlier: a near-copy
+// (cosine ~0.99, reused at threshold 0.9) for about two thirds of them, a near-negation (cosine
+// ~-0.99) for the rest. Per-token and per-tile reuse then coincide by a wide margin, so
+// RippleAttention is the exact oracle.
+inline torch::Tensor RippleKeys(const Layout& l, int64_t batch, int64_t heads, int64_t d,
+                                const std::array<int64_t, 3>& split, int64_t seed) {
+  torch::Tensor k = Rand(seed, {batch, heads, l.tokens, d});
+  const int64_t hw = l.grid[1] * l.grid[2], runs = (hw + 31) / 32;
+  int64_t pick = 0;
+  for (int64_t f = 1; f < l.grid[0]; ++f)
+    for (int64_t c = 0; c < runs; ++c) {
+      int64_t c0 = 0;
+      for (int g = 0; g < 3; ++g) {
+        const int64_t w = split[static_cast<size_t>(g)];
+        if (w > 0) {
+          const double sign = ++pick % 3 != 0 ? 1.0 : -1.0;
+          const int64_t len = std::min<int64_t>(32, hw - c * 32);
+          const int64_t cur = l.video_offset + f * hw + c * 32;
+          torch::Tensor dst = k.narrow(2, cur, len).narrow(3, c0, w);
+          const torch::Tensor src = k.narrow(2, cur - hw, len).narrow(3, c0, w);
+          dst.copy_(sign * src + 0.1 * torch::randn(src.sizes()));
+        }
+        c0 += w;
+      }
+    }
+  return k;
 }
 
 }  // namespace sparsetune::test
