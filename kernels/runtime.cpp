@@ -1,8 +1,9 @@
 // Runtime: executes a Schedule for the attention calls of one generation (see runtime.h and
 // docs/runtime.md). Per call: check inputs, resolve each head's pattern (ARM for auto), build or
 // reuse block masks, then run dense heads through libtorch's flash kernel and sparse heads through
-// the block-sparse kernel (or everything through TimeRipple when reuse is on). On CUDA reuse
-// steps run as attention on substituted keys (docs/runtime.md, "Devices").
+// the block-sparse kernel (or everything through TimeRipple when reuse is on). On CUDA the
+// block_sparse masks come from the GPU mask prediction where the shape and dtype allow it, and
+// reuse steps run as attention on substituted keys (docs/runtime.md, "Devices").
 #include "kernels/runtime.h"
 
 #include <cmath>
@@ -171,6 +172,14 @@ bool HalfPrecision(const torch::Tensor& q) {
   return q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf;
 }
 
+// block_sparse masks of full-selection calls come from the GPU mask prediction
+// (kernels/cuda/mask_predict.h) instead of libtorch ops. SPARSETUNE_RT_MASK=torch forces the ops.
+bool UseCudaMaskPrediction(const Layout& l, const torch::Tensor& q, bool partial) {
+  return kCudaAux && q.is_cuda() && !partial && HalfPrecision(q) && q.size(3) % 8 == 0 &&
+         q.size(3) <= 256 && l.blocks() <= 16384 && l.tokens < (int64_t{1} << 31) &&
+         RuntimeEnv("MASK") != "torch";
+}
+
 // Whether the GPU TimeRipple kernel (kernels/cuda/ripple.h) can run a reuse step. It is not the
 // default: on an H200 it ran a gpu-small reuse step no faster than the oracle (89 vs 83 ms), while
 // the substituted keys run at the attention kernels' speed (docs/runtime.md, "Devices").
@@ -312,6 +321,9 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
       0, q_index.reshape({-1})).reshape({batch, nq});
   // Per head: the resolved pattern (ARM's pick for auto).
   std::vector<HeadPattern> resolved(static_cast<size_t>(heads));
+  // block_sparse heads whose mask is rebuilt on the GPU this call, grouped by (keep, sink).
+  std::map<std::pair<double, bool>, std::vector<int64_t>> gpu_builds;
+  const bool gpu_masks = UseCudaMaskPrediction(lay, q, partial);
   for (int64_t h = 0; h < heads; ++h) {
     HeadPattern p = schedule_.pattern_at(step, layer, h);
     const size_t slot = static_cast<size_t>(layer * heads + h);
@@ -348,7 +360,9 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
         const bool stale = !c.mask.defined() || c.mask.size(0) != batch || c.keep != p.keep ||
                            c.sink != p.first_frame_sink ||
                            (step - c.first_step) % p.mask_refresh == 0;
-        if (stale) {
+        if (stale && gpu_masks) {
+          gpu_builds[{p.keep, p.first_frame_sink}].push_back(h);
+        } else if (stale) {
           // A partial selection pools each block's left-out queries at the previous build's
           // representative (BuildBlockSparseMask), so the mask does not hinge on which few
           // queries of a block Astraea happened to select.
@@ -368,7 +382,33 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
         break;
     }
   }
-  // Masks and plan keys in head order.
+#ifdef SPARSETUNE_CUDA_KERNELS
+  // One GPU prediction per (keep, sink) group for every stale head of the group: the mask and
+  // block query means BuildBlockSparseMask gives a full selection (docs/runtime.md, "Devices").
+  for (const auto& [params, group] : gpu_builds) {
+    const int64_t hg = static_cast<int64_t>(group.size());
+    torch::Tensor qg = q, kg = k;
+    if (hg != heads) {
+      const torch::Tensor gi = torch::tensor(group, torch::kInt64).to(q.device());
+      qg = q.index_select(1, gi);
+      kg = k.index_select(1, gi);
+    }
+    const cuda::MaskPrediction mp = cuda::PredictBlockMask(lay, qg.contiguous(), kg.contiguous(),
+                                                           params.first, params.second);
+    const torch::Tensor dense = cuda::MaskBitsToDense(mp, batch, hg);
+    for (int64_t i = 0; i < hg; ++i) {
+      const int64_t h = group[static_cast<size_t>(i)];
+      State::CachedMask& c = st.masks[static_cast<size_t>(layer * heads + h)];
+      c.mask = dense.select(1, i);
+      c.pooled_q = mp.pooled[0].select(1, i);
+      c.keep = params.first;
+      c.sink = params.second;
+      c.serial = ++st.mask_serial;
+      ++call.mask_builds;
+    }
+  }
+#endif
+  // Masks and plan keys in head order, whichever heads were rebuilt and where.
   for (int64_t h = 0; h < heads; ++h) {
     const HeadPattern& p = resolved[static_cast<size_t>(h)];
     if (p.pattern == PatternKind::kBlockSparse) {
@@ -590,6 +630,13 @@ int64_t Runtime::cache_bytes() const {
   for (const auto& c : state_->masks)
     if (c.mask.defined()) bytes += c.mask.numel() * static_cast<int64_t>(c.mask.element_size());
   return bytes;
+}
+
+torch::Tensor Runtime::block_mask(int64_t layer, int64_t head) const {
+  if (layer < 0 || layer >= schedule_.model.layers || head < 0 || head >= schedule_.model.heads)
+    throw ShapeError("block_mask: (layer " + std::to_string(layer) + ", head " +
+                     std::to_string(head) + ") out of range");
+  return state_->masks[static_cast<size_t>(layer * schedule_.model.heads + head)].mask;
 }
 
 std::vector<PatternKind> Runtime::arm_picks(int64_t layer) const {

@@ -90,6 +90,9 @@ class Runtime {
   int64_t cache_bytes() const;
   // ARM's most recent pick per head for `layer` (kDense where ARM has not run).
   std::vector<PatternKind> arm_picks(int64_t layer) const;
+  // The cached block_sparse mask [B, nb, nb] (bool, layout blocks) of (layer, head); undefined
+  // when that head has not run block_sparse since reset(). ShapeError out of range.
+  torch::Tensor block_mask(int64_t layer, int64_t head) const;
 
  private:
   struct State;
