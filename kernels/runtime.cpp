@@ -2,8 +2,9 @@
 // docs/runtime.md). Per call: check inputs, resolve each head's pattern (ARM for auto), build or
 // reuse block masks, then run dense heads through libtorch's flash kernel and sparse heads through
 // the block-sparse kernel (or everything through TimeRipple when reuse is on). On CUDA the
-// block_sparse masks come from the GPU mask prediction where the shape and dtype allow it, and
-// reuse steps run as attention on substituted keys (docs/runtime.md, "Devices").
+// block_sparse masks and the sparse heads run the kernels of kernels/cuda where the shape and
+// dtype allow it, and reuse steps run as attention on substituted keys (docs/runtime.md,
+// "Devices").
 #include "kernels/runtime.h"
 
 #include <cmath>
@@ -152,6 +153,16 @@ bool UseCudaKernel(const Layout& l, const torch::Tensor& q) {
          (q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf);
 }
 
+// The key tokens a query row keeps, on average, from which the permuted kernel call pays off over
+// the row-index (gather) call: the gather's extra cost grows with the kernel's work (pairs), the
+// permutation's with the rows (4 permuted tensors of N rows per head). Measured on an H200, two
+// calls (benchmarks/gpu-runtime-h200-2026-11-27.md): at head_dim 64 (gpu-small) the gather won
+// by 8% at 1679 keys per row, the two tied from 3342 to 6328 (within +-6% between calls) and the
+// permuted call won by 10% at 9196; at 128 (Wan; the gather runs the slower v4 kernel there) the
+// permuted call won by 2% at 3327 and by 12-15% from 6235 up.
+constexpr int64_t kPermuteMinKeysD64 = 7500;
+constexpr int64_t kPermuteMinKeysD128 = 3000;
+
 // SPARSETUNE_RT_<name> read per call ("" when unset): lets one process time both sides of a
 // runtime choice (the runtime bench and scripts/gpu-rt.sh); the defaults need no setting.
 std::string RuntimeEnv(const char* name) {
@@ -186,6 +197,16 @@ bool UseCudaMaskPrediction(const Layout& l, const torch::Tensor& q, bool partial
 bool UseCudaRipple(const Layout& l, const torch::Tensor& q) {
   return kCudaAux && q.is_cuda() && HalfPrecision(q) && q.size(3) % 8 == 0 && q.size(3) <= 128 &&
          l.grid[0] >= 1 && l.grid[1] * l.grid[2] >= 1 && l.tokens < (int64_t{1} << 31);
+}
+
+// Whether the block-sparse kernel runs on q/k/v permuted into layout order (identity kernel)
+// rather than through the row index (gather kernel): by the mean kept keys per query row.
+// SPARSETUNE_RT_PERMUTE=1 / 0 forces one side.
+bool UsePermutedKernel(int64_t pairs, int64_t rows, int64_t head_dim) {
+  const std::string force = RuntimeEnv("PERMUTE");
+  if (force == "1") return true;
+  if (force == "0") return false;
+  return rows > 0 && pairs / rows >= (head_dim >= 128 ? kPermuteMinKeysD128 : kPermuteMinKeysD64);
 }
 
 std::string ShapeOf(const torch::Tensor& t) {
@@ -552,15 +573,27 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
         // sparse and the inputs are contiguous) and cuts its blocks over layout positions through
         // the row index; out and lse come back in model order.
         const int64_t g = batch * hs;
-        if (!st.row_index.defined()) st.row_index = lay.order.to(torch::kInt32).contiguous();
+        const double scale = 1.0 / std::sqrt(static_cast<double>(m.head_dim));
         auto as4 = [&](const torch::Tensor& x) {
           return flat(x).reshape({g, 1, n, m.head_dim}).contiguous();
         };
-        AttentionOutput r = cuda::BlockSparseAttentionCuda(
-            as4(q), as4(ka), as4(v), cuda_plan->csr,
-            1.0 / std::sqrt(static_cast<double>(m.head_dim)), /*validate=*/false, st.row_index);
-        s.out = r.out.view({g, n, m.head_dim});
-        s.lse = r.lse.view({g, n});
+        if (kCudaAux && UsePermutedKernel(cuda_plan->pairs, g * n, m.head_dim)) {
+#ifdef SPARSETUNE_CUDA_KERNELS
+          // q, k, v permuted into layout order once, the identity kernel, out and lse back.
+          AttentionOutput r = cuda::BlockSparseAttentionCuda(
+              cuda::PermuteRows(as4(q), lay.order), cuda::PermuteRows(as4(ka), lay.order),
+              cuda::PermuteRows(as4(v), lay.order), cuda_plan->csr, scale);
+          s.out = cuda::PermuteRows(r.out, lay.position).view({g, n, m.head_dim});
+          s.lse = r.lse.view({g, n}).index_select(1, lay.position);
+#endif
+        } else {
+          if (!st.row_index.defined()) st.row_index = lay.order.to(torch::kInt32).contiguous();
+          AttentionOutput r = cuda::BlockSparseAttentionCuda(as4(q), as4(ka), as4(v),
+                                                             cuda_plan->csr, scale,
+                                                             /*validate=*/false, st.row_index);
+          s.out = r.out.view({g, n, m.head_dim});
+          s.lse = r.lse.view({g, n});
+        }
       } else {
         const torch::Tensor vl = PermuteTokens(v, lay.order);
         if (plan != nullptr) {
