@@ -35,12 +35,8 @@ step() {
 } >"$OUT/env.log"
 cat "$OUT/env.log"
 
-TORCH_PREFIX="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-S="$PWD/.deps/sqlite/usr"
-step configure 120 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DSPARSETUNE_CUDA=ON -DSQLite3_INCLUDE_DIR="$S/include" \
-  -DSQLite3_LIBRARY="$S/lib/x86_64-linux-gnu/libsqlite3.a" \
-  "-DCMAKE_CXX_STANDARD_LIBRARIES=-ldl -lpthread -lm"
+source scripts/gpu-cmake-args.sh
+step configure 120 cmake -S . -B "$BUILD" "${GPU_CMAKE_ARGS[@]}"
 step build 240 cmake --build "$BUILD" -j "$JOBS" --target kernels_cuda_aux_tests sparsetune_cuda_aux_bench
 TEST="$(find "$BUILD" -name kernels_cuda_aux_tests -type f | head -n 1)"
 BENCH="$(find "$BUILD" -name sparsetune_cuda_aux_bench -type f | head -n 1)"

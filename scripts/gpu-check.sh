@@ -61,28 +61,16 @@ left_s() { echo $((BUDGET_S - (SECONDS - START_S))); }
   cmake --version | head -n 1
 } | tee "$OUT/env.log"
 
-TORCH_PREFIX="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-SQLITE_ROOT="$PWD/.deps/sqlite/usr"
-SQLITE_FLAGS=()
-if [[ -f "$SQLITE_ROOT/include/sqlite3.h" ]]; then
-  # The static library needs libdl/libpthread/libm after it on the link line (on glibc >= 2.34
-  # the first two are in libc; naming them is harmless).
-  SQLITE_FLAGS=(-DSQLite3_INCLUDE_DIR="$SQLITE_ROOT/include"
-                -DSQLite3_LIBRARY="$SQLITE_ROOT/lib/x86_64-linux-gnu/libsqlite3.a"
-                "-DCMAKE_CXX_STANDARD_LIBRARIES=-ldl -lpthread -lm")
-else
-  echo "note: $SQLITE_ROOT/include/sqlite3.h not found; using the system SQLite"
-fi
-CUDA_FLAG=-DSPARSETUNE_CUDA=AUTO
-if command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then
-  CUDA_FLAG=-DSPARSETUNE_CUDA=ON
-else
+source scripts/gpu-cmake-args.sh
+# Without nvcc the build goes on without CUDA (a later -D wins over gpu-cmake-args.sh's ON).
+CUDA_FLAG=-DSPARSETUNE_CUDA=ON
+if ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
+  CUDA_FLAG=-DSPARSETUNE_CUDA=AUTO
   echo "WARNING: no nvcc: building without CUDA/CUPTI (the [cuda] latency tests will fail)"
 fi
 
 # ---- build and test ------------------------------------------------------------------------------
-step configure 120 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" "$CUDA_FLAG" "${SQLITE_FLAGS[@]}"
+step configure 120 cmake -S . -B "$BUILD" "${GPU_CMAKE_ARGS[@]}" "$CUDA_FLAG"
 grep -E "sparsetune:" "$OUT/configure.log"
 step build 300 cmake --build "$BUILD" -j "$JOBS"
 # Tests in parallel with few threads each, so they do not fight over the cores.

@@ -38,13 +38,10 @@ step() {
 }
 
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -n 1
-TORCH_PREFIX="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-S="$PWD/.deps/sqlite/usr"
-step build 200 bash -c "set -o pipefail; cmake -S . -B '$BUILD' -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH='$TORCH_PREFIX' -DSPARSETUNE_CUDA=ON \
-  -DSQLite3_INCLUDE_DIR='$S/include' -DSQLite3_LIBRARY='$S/lib/x86_64-linux-gnu/libsqlite3.a' \
-  '-DCMAKE_CXX_STANDARD_LIBRARIES=-ldl -lpthread -lm' | grep -E 'sparsetune:|Error|error' && \
-  cmake --build '$BUILD' -j '$JOBS' --target evaluators_tests kernels_cuda_tests sparsetune"
+# shellcheck disable=SC2016  # $0/$1 and the array expand inside the child shell
+step build 200 bash -c 'set -o pipefail; source scripts/gpu-cmake-args.sh &&
+  cmake -S . -B "$0" "${GPU_CMAKE_ARGS[@]}" | grep -E "sparsetune:|Error|error" &&
+  cmake --build "$0" -j "$1" --target evaluators_tests kernels_cuda_tests sparsetune' "$BUILD" "$JOBS"
 step cuda-runtime-tests 40 "$BUILD/tests/evaluators/evaluators_tests" "[cuda]" --reporter compact
 step kernels-cuda-tests 20 "$BUILD/tests/kernels/kernels_cuda_tests" --reporter compact
 

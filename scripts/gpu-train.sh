@@ -38,18 +38,9 @@ esac
 } >"$LOG" 2>&1
 
 if [[ ! -x "$BIN" ]]; then
-  TORCH_PREFIX="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-  SQLITE_ROOT="$PWD/.deps/sqlite/usr"
-  SQLITE_FLAGS=()
-  if [[ -f "$SQLITE_ROOT/include/sqlite3.h" ]]; then
-    SQLITE_FLAGS=(-DSQLite3_INCLUDE_DIR="$SQLITE_ROOT/include"
-                  -DSQLite3_LIBRARY="$SQLITE_ROOT/lib/x86_64-linux-gnu/libsqlite3.a"
-                  "-DCMAKE_CXX_STANDARD_LIBRARIES=-ldl -lpthread -lm")
-  fi
+  source scripts/gpu-cmake-args.sh 2>>"$LOG"
   T0=$SECONDS
-  if ! cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DSPARSETUNE_CUDA=ON "${SQLITE_FLAGS[@]}" \
-      >"$OUT/configure.txt" 2>&1; then
+  if ! cmake -S . -B "$BUILD" "${GPU_CMAKE_ARGS[@]}" >"$OUT/configure.txt" 2>&1; then
     tail -20 "$OUT/configure.txt" >>"$LOG"
     cp "$LOG" "$FINAL/"
     exit 1
