@@ -30,6 +30,15 @@ struct BlockSparseMaskResult {
   torch::Tensor pooled_q;  // [B, nb, D] float32: each block's query representative
 };
 
+// Which code builds a block_sparse mask. The two give the same masks up to the float rounding of
+// the block scores: a row can differ only where its k-th and (k+1)-th scores are that close.
+enum class MaskBuild {
+  kAuto,   // kLoops for float32 CPU inputs, kTorch otherwise
+  kTorch,  // libtorch ops (pooling by index_add, a matmul, a stable sort): any device and dtype
+  kLoops,  // plain C++ loops over the blocks: float32 CPU only. At the tiny model's shape a
+           // head's ~15 small libtorch ops cost about as much as its sparse attention saved.
+};
+
 // BlockSparseMask for a query selection that may leave tokens out (Astraea), given the pooled
 // queries of an earlier build of the same head (`previous` [B, nb, D] float32, or undefined).
 // With `previous`, a block's representative is its mean over ALL its tokens, each left-out token
@@ -39,10 +48,14 @@ struct BlockSparseMaskResult {
 // queries of a block, or its pooled key, ranks by a representative that a one-token change of
 // the selection can swing, and a cached mask built so was seen to flip whole key blocks between
 // float32 and bf16 runs of the same schedule.
+// Throws InputError for keep outside (0, 1] and ShapeError for inconsistent shapes (every build);
+// kLoops also for inputs that are not float32 on the CPU and for q_block values outside
+// [0, blocks) (where the torch ops fail inside libtorch).
 BlockSparseMaskResult BuildBlockSparseMask(const Layout& layout, const torch::Tensor& q,
                                            const torch::Tensor& k, const torch::Tensor& q_block,
                                            double keep, bool first_frame_sink,
-                                           const torch::Tensor& previous = torch::Tensor());
+                                           const torch::Tensor& previous = torch::Tensor(),
+                                           MaskBuild build = MaskBuild::kAuto);
 
 // ARM probe for one head: attention mass that spatial, temporal and textural at `density` keep on
 // sampled query/key pairs (see docs/runtime.md, "auto"). q: [B, Nq, D] model-order rows whose model
