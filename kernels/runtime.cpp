@@ -7,13 +7,17 @@
 // "Devices").
 #include "kernels/runtime.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <sstream>
 #include <string>
 #include <utility>
+
+#include <ATen/Parallel.h>
 
 #include "core/error.h"
 #include "kernels/block_attention.h"
@@ -103,6 +107,11 @@ struct Runtime::State {
   // Layout block of each model-order token, int32 on the layout's device (the GPU TimeRipple
   // kernel's key_block).
   torch::Tensor token_block;
+  // The same as int64 (q_block of partial selections), made at the first partial call.
+  torch::Tensor model_block;
+  // A full selection's q_index [B, N] (0..N-1 per row) and q_block [B, N] for the batch size of
+  // the calls: the same every call, so made once instead of three index ops per call. Read only.
+  torch::Tensor full_q_index, full_q_block;
 
   // Moves the layout to `device` (the device of the calls); masks built for another device are
   // dropped and rebuilt there.
@@ -111,6 +120,9 @@ struct Runtime::State {
     layout = LayoutOn(layout, device);
     row_index = torch::Tensor();
     token_block = torch::Tensor();
+    model_block = torch::Tensor();
+    full_q_index = torch::Tensor();
+    full_q_block = torch::Tensor();
     static_masks.clear();
     plans.clear();
     cuda_plans.clear();
@@ -223,11 +235,44 @@ std::array<int64_t, 3> SplitOf(const ModelGeometry& m) {
 
 }  // namespace
 
-// One float32 sum per tensor, added up, read back once. A NaN element makes the total NaN; a ±inf
-// element makes it ±inf or NaN (inf - inf); so a finite total proves every element finite. The
-// converse fails only when finite values overflow float32 while summing: a non-finite total
-// therefore falls back to the exact isfinite check, which decides.
+namespace {
+
+// Whether every element of a contiguous CPU float32 tensor is finite, exactly: a float is ±inf or
+// NaN when its exponent bits are all ones. An OR over per-element integer compares, which the
+// compiler vectorizes with baseline SSE2 (a float sum would need reassociation) and which costs
+// no libtorch op. Chunks run over libtorch's intra-op threads when large.
+bool AllFiniteFloat32(const torch::Tensor& t) {
+  const float* data = t.data_ptr<float>();
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, t.numel(), int64_t{1} << 18, [&](int64_t begin, int64_t end) {
+    constexpr uint32_t kExponent = 0x7f800000u;
+    uint32_t any_special = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, data + i, sizeof bits);
+      any_special |= static_cast<uint32_t>((bits & kExponent) == kExponent);
+    }
+    if (any_special != 0) finite = false;
+  });
+  return finite;
+}
+
+}  // namespace
+
+// Contiguous CPU float32 tensors (every CPU call's): one exact pass over the bits per tensor.
+// Otherwise one float32 sum per tensor, added up, read back once. A NaN element makes the total
+// NaN; a ±inf element makes it ±inf or NaN (inf - inf); so a finite total proves every element
+// finite. The converse fails only when finite values overflow float32 while summing: a
+// non-finite total therefore falls back to the exact isfinite check, which decides.
 void CheckFinite(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  auto bits_pass = [](const torch::Tensor& t) {
+    return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
+  };
+  if (bits_pass(q) && bits_pass(k) && bits_pass(v)) {
+    if (!AllFiniteFloat32(q) || !AllFiniteFloat32(k) || !AllFiniteFloat32(v))
+      throw ShapeError("attention: q, k or v holds NaN or Inf");
+    return;
+  }
   const torch::Tensor total = q.sum(torch::kFloat32) + k.sum(torch::kFloat32) +
                               v.sum(torch::kFloat32);
   if (std::isfinite(total.item<float>())) return;
@@ -308,20 +353,32 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
       throw ShapeError("attention: selection indices must be strictly ascending in [0, " +
                        std::to_string(n) + ")");
     q_index = idx.to(q.device()).contiguous();
-  } else {
-    if (q.size(2) != n)
-      throw ShapeError("attention: q must hold all " + std::to_string(n) +
-                       " tokens when no partial selection is given; got " + ShapeOf(q));
-    q_index = torch::arange(n, q.options().dtype(torch::kInt64))
-                  .unsqueeze(0)
-                  .expand({batch, n})
-                  .contiguous();
+  } else if (q.size(2) != n) {
+    throw ShapeError("attention: q must hold all " + std::to_string(n) +
+                     " tokens when no partial selection is given; got " + ShapeOf(q));
   }
   CheckFinite(q, k, v);
 
   State& st = *state_;
   st.use_device(q.device());
   const Layout& lay = st.layout;
+  // [B, Nq] layout block of each query row.
+  torch::Tensor q_block;
+  if (partial) {
+    if (!st.model_block.defined()) st.model_block = lay.block_of.index_select(0, lay.position);
+    q_block = st.model_block.index_select(0, q_index.reshape({-1})).reshape({batch, q.size(2)});
+  } else {
+    if (!st.full_q_index.defined() || st.full_q_index.size(0) != batch) {
+      st.full_q_index =
+          torch::arange(n, q.options().dtype(torch::kInt64)).unsqueeze(0).expand({batch, n}).contiguous();
+      st.full_q_block = lay.block_of.index_select(0, lay.position)
+                            .unsqueeze(0)
+                            .expand({batch, n})
+                            .contiguous();
+    }
+    q_index = st.full_q_index;
+    q_block = st.full_q_block;
+  }
   const int64_t heads = m.heads;
   const int64_t nq = q.size(2);
   AttentionStats call;
@@ -338,8 +395,6 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
     if (!kl.defined()) kl = PermuteTokens(ka, lay.order);
     return kl;
   };
-  const torch::Tensor q_block = lay.block_of.index_select(0, lay.position).index_select(
-      0, q_index.reshape({-1})).reshape({batch, nq});
   // Per head: the resolved pattern (ARM's pick for auto).
   std::vector<HeadPattern> resolved(static_cast<size_t>(heads));
   // block_sparse heads whose mask is rebuilt on the GPU this call, grouped by (keep, sink).
@@ -387,9 +442,12 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
           // A partial selection pools each block's left-out queries at the previous build's
           // representative (BuildBlockSparseMask), so the mask does not hinge on which few
           // queries of a block Astraea happened to select.
+          // On the CPU the mask comes from plain loops (MaskBuild::kAuto); SPARSETUNE_RT_MASK=torch
+          // forces the libtorch ops there too, for A/B timing.
           BlockSparseMaskResult r = BuildBlockSparseMask(
               lay, q.select(1, h), keys_in_layout().select(1, h), q_block, p.keep,
-              p.first_frame_sink, c.mask.defined() ? c.pooled_q : torch::Tensor());
+              p.first_frame_sink, c.mask.defined() ? c.pooled_q : torch::Tensor(),
+              RuntimeEnv("MASK") == "torch" ? MaskBuild::kTorch : MaskBuild::kAuto);
           c.mask = r.mask;
           c.pooled_q = r.pooled_q;
           c.keep = p.keep;
@@ -521,9 +579,11 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
           KeyTokensPerRow(lay, masks[static_cast<size_t>(h)]).gather(1, q_block).sum().item<int64_t>();
   }
 
-  // Off the CPU the dense kernel gives no LSE for free, and recording one costs a device->host
-  // copy: both happen only when Astraea reads the scores (some step has a token budget below 1).
-  const bool need_lse = q.device().is_cpu() || UsesTokenBudget(schedule_);
+  // Astraea reads the recorded LSE only when some step has a token budget below 1, so only then is
+  // it recorded (a head mean and a scatter per call). Off the CPU the dense kernel gives no LSE
+  // for free and it is not computed otherwise either; on the CPU every kernel returns it anyway.
+  const bool record_lse = UsesTokenBudget(schedule_);
+  const bool need_lse = q.device().is_cpu() || record_lse;
   torch::Tensor out, lse;
   if (ripple_kernel) {
 #ifdef SPARSETUNE_CUDA_KERNELS
@@ -619,7 +679,7 @@ torch::Tensor Runtime::attention(const torch::Tensor& q, const torch::Tensor& k,
       }
     }
   }
-  if (lse.defined() && need_lse) st.tokens.record_lse(layer, q_index, lse.mean(1));
+  if (lse.defined() && record_lse) st.tokens.record_lse(layer, q_index, lse.mean(1));
 
   call.pairs_total = batch * heads * n * n;
   call.tokens_total = batch * n;

@@ -55,8 +55,9 @@ struct TokenSelection {
   int64_t count() const { return all() ? tokens : index.size(1); }
 };
 
-// Throws ShapeError when q, k or v holds a NaN or ±Inf; exact, and cheap on finite inputs (one
-// reduction per tensor; the exact per-element check runs only when the cheap one fires).
+// Throws ShapeError when q, k or v holds a NaN or ±Inf; exact, and cheap on finite inputs (contiguous
+// CPU float32: one integer pass over the bits per tensor, no libtorch op; otherwise one reduction
+// per tensor, and the exact per-element check runs only when the cheap one fires).
 void CheckFinite(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
 
 class Runtime {
