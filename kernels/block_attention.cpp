@@ -7,6 +7,7 @@
 #include <limits>
 #include <numeric>
 #include <optional>
+#include <unordered_set>
 
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
@@ -452,12 +453,48 @@ std::atomic<CpuMatmul> g_cpu_matmul{kHaveBrgemm ? CpuMatmul::kBrgemm : CpuMatmul
 // docs/runtime.md) and made 64-row products ~17 % dearer per pair than this kernel (measured
 // standalone, 64 x 512 x 64 score and value products). Where oneDNN's f32 kernel does not run (no
 // AVX2) libtorch's brgemm itself falls back to sgemm.
+//
+// libtorch keeps every brgemm shape it generated (JIT code plus a scratchpad, ~21 KB measured) in a
+// thread-local cache it never evicts, and partial query selections give parts of any row count:
+// the default job grew its peak memory from 557 to 724 MB that way. So each thread sends at most
+// kMaxBrgemmShapes distinct shapes to brgemm (the first ones it meets: a full selection's few
+// block shapes) and runs any further shape on sgemm.
+struct GemmShape {
+  int64_t m, n, k, lda, ldb, ldc;
+  bool accumulate;
+  bool operator==(const GemmShape& o) const {
+    return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc &&
+           accumulate == o.accumulate;
+  }
+};
+struct GemmShapeHash {
+  size_t operator()(const GemmShape& s) const {
+    size_t h = static_cast<size_t>(s.accumulate);
+    for (int64_t x : {s.m, s.n, s.k, s.lda, s.ldb, s.ldc})
+      h = h * 1000003u ^ std::hash<int64_t>()(x);
+    return h;
+  }
+};
+std::unordered_set<GemmShape, GemmShapeHash>& BrgemmShapes() {
+  thread_local std::unordered_set<GemmShape, GemmShapeHash> shapes;
+  return shapes;
+}
+
 inline void MatMul(CpuMatmul how, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                    const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
 #if defined(CPUBLAS_BRGEMM_F32F32F32)
   if (how == CpuMatmul::kBrgemm) {
-    at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);
-    return;
+    auto& shapes = BrgemmShapes();
+    const GemmShape shape{m, n, k, lda, ldb, ldc, accumulate};
+    bool known = shapes.count(shape) > 0;
+    if (!known && static_cast<int64_t>(shapes.size()) < kMaxBrgemmShapes) {
+      shapes.insert(shape);
+      known = true;
+    }
+    if (known) {
+      at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);
+      return;
+    }
   }
 #endif
   GemmAB(m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
@@ -558,6 +595,8 @@ void RunItem(const SparsePlan& p, const SparsePlan::Item& it, const float* q, co
 }  // namespace
 
 bool CpuBrgemmAvailable() { return kHaveBrgemm; }
+
+int64_t CpuBrgemmShapesOfThisThread() { return static_cast<int64_t>(BrgemmShapes().size()); }
 
 CpuMatmul GetCpuMatmul() { return g_cpu_matmul.load(std::memory_order_relaxed); }
 

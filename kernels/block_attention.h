@@ -102,6 +102,11 @@ CpuMatmul GetCpuMatmul();
 void SetCpuMatmul(CpuMatmul matmul);
 // "brgemm" / "sgemm".
 const char* CpuMatmulName(CpuMatmul matmul);
+// Distinct matmul shapes one thread sends to brgemm at most; later new shapes run on sgemm
+// (libtorch caches each generated brgemm kernel per thread, ~21 KB, and never frees it).
+constexpr int64_t kMaxBrgemmShapes = 256;
+// Shapes the calling thread has sent to brgemm so far (<= kMaxBrgemmShapes).
+int64_t CpuBrgemmShapesOfThisThread();
 
 // Runs `plan` (CPU, float32). q [G, Nq, D] in q order; k, v [G, N, D] in layout order. Same
 // result as BlockSparseAttention on the plan's mask. Items run in parallel over libtorch's

@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/Parallel.h>
+
 #include "core/error.h"
 #include "kernels/block_attention.h"
 #include "kernels/layout.h"
@@ -199,4 +201,43 @@ TEST_CASE("CPU matmul routine: brgemm where libtorch has it, sgemm always", "[ke
     REQUIRE_THROWS_AS(SetCpuMatmul(CpuMatmul::kBrgemm), InputError);
     CHECK(GetCpuMatmul() == CpuMatmul::kSgemm);
   }
+}
+
+TEST_CASE("brgemm shapes per thread are bounded; further shapes run on sgemm with equal results",
+          "[kernels]") {
+  if (!CpuBrgemmAvailable()) {
+    SUCCEED("this libtorch has no brgemm: every matmul runs on sgemm, nothing to bound");
+    return;
+  }
+  const MatmulGuard restore;
+  SetCpuMatmul(CpuMatmul::kBrgemm);
+  // One intra-op thread: the items run on this thread, whose shape count the test can read.
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const ModelGeometry m = SmallModel({4, 8, 16}, 6, TextPosition::kBack, 2, 32);
+  const Layout lay = BuildLayout(m, TokenOrder{TokenOrderKind::kTiles, {1, 4, 4}}, 16);
+  const int64_t n = m.tokens(), nb = lay.blocks(), heads = 2, d = 32;
+  torch::manual_seed(541);
+  // Random partial selections of random sizes: parts of many row counts, pieces of many lengths.
+  for (int round = 0; round < 40; ++round) {
+    const int64_t nq = 8 + torch::randint(n - 8, {1}).item<int64_t>();
+    const torch::Tensor index = std::get<0>(torch::randperm(n).narrow(0, 0, nq).sort()).unsqueeze(0);
+    const torch::Tensor q_block =
+        lay.block_of.index_select(0, lay.position.index_select(0, index.reshape({-1})))
+            .reshape({1, nq});
+    torch::Tensor mask = torch::rand({heads, nb, nb}) < 0.2 + 0.02 * round;
+    for (int64_t r = 0; r < nb; ++r) mask.select(1, r).select(1, r).fill_(true);
+    const torch::Tensor q = Rand(542 + round, {heads, nq, d});
+    const torch::Tensor k = Rand(600 + round, {heads, n, d}), v = Rand(700 + round, {heads, n, d});
+    const SparsePlan plan = BuildSparsePlan(lay, mask, q_block, heads, d);
+    const AttentionOutput got = RunSparsePlan(plan, q, k, v);
+    for (int64_t g = 0; g < heads; ++g) {
+      const torch::Tensor tm = mask[g].index_select(0, q_block[0]).index_select(1, lay.block_of);
+      CHECK(MaxDiff(got.out[g], NaiveAttention(q[g], k[g], v[g], tm)) < kTol);
+    }
+    CHECK(CpuBrgemmShapesOfThisThread() <= kMaxBrgemmShapes);
+  }
+  // The bound was reached, so some of the products above ran on sgemm.
+  CHECK(CpuBrgemmShapesOfThisThread() == kMaxBrgemmShapes);
+  at::set_num_threads(threads);
 }
