@@ -12,11 +12,10 @@
 #include <string>
 #include <vector>
 
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime_api.h>
 #include <torch/torch.h>
 
 #include "kernels/cuda/aux_ops.h"
+#include "kernels/cuda/event_timing.h"
 #include "kernels/layout.h"
 #include "kernels/patterns.h"
 
@@ -27,25 +26,7 @@ namespace stc = sparsetune::cuda;
 
 // Median milliseconds of `fn` over `repeats` event-timed runs after 5 warm-up runs.
 double MedianMs(int repeats, const std::function<void()>& fn) {
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  for (int i = 0; i < 5; ++i) fn();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<double> ms;
-  for (int i = 0; i < repeats; ++i) {
-    cudaEventRecord(a, stream);
-    fn();
-    cudaEventRecord(b, stream);
-    cudaEventSynchronize(b);
-    float t = 0.0f;
-    cudaEventElapsedTime(&t, a, b);
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return sparsetune::cuda::MedianEventMs(5, repeats, fn);
 }
 
 }  // namespace

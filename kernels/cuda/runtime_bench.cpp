@@ -15,10 +15,9 @@
 #include <string>
 #include <vector>
 
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime_api.h>
 #include <torch/torch.h>
 
+#include "kernels/cuda/event_timing.h"
 #include "kernels/layout.h"
 #include "kernels/runtime.h"
 #include "kernels/schedule.h"
@@ -27,28 +26,7 @@ namespace {
 
 using namespace sparsetune;
 
-// Median milliseconds of `fn` over `repeats` event-timed runs after `warmup` runs.
-double MedianMs(int warmup, int repeats, const std::function<void()>& fn) {
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<double> ms;
-  for (int i = 0; i < repeats; ++i) {
-    cudaEventRecord(a, stream);
-    fn();
-    cudaEventRecord(b, stream);
-    cudaEventSynchronize(b);
-    float t = 0.0f;
-    cudaEventElapsedTime(&t, a, b);
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+using sparsetune::cuda::MedianEventMs;
 
 struct Shape {
   std::string name;
@@ -100,13 +78,14 @@ void RunShape(const Shape& sh, int repeats) {
               static_cast<long long>(sh.tile[1]), static_cast<long long>(sh.tile[2]));
 
   const int warmup = 3;
-  const double sdpa = MedianMs(warmup, repeats, [&] { at::scaled_dot_product_attention(q, k, v); });
+  const double sdpa =
+      MedianEventMs(warmup, repeats, [&] { at::scaled_dot_product_attention(q, k, v); });
   double cudnn = -1.0;
   at::globalContext().setSDPUseFlash(false);
   at::globalContext().setSDPUseMemEfficient(false);
   at::globalContext().setSDPUseMath(false);
   try {
-    cudnn = MedianMs(warmup, repeats, [&] { at::scaled_dot_product_attention(q, k, v); });
+    cudnn = MedianEventMs(warmup, repeats, [&] { at::scaled_dot_product_attention(q, k, v); });
   } catch (const std::exception& e) {
     std::printf("  cudnn sdpa unavailable: %s\n", std::string(e.what()).substr(0, 100).c_str());
   }
@@ -122,7 +101,7 @@ void RunShape(const Shape& sh, int repeats) {
   auto row = [&](const std::string& name, const Schedule& s, int reps) {
     Runtime rt(s);
     int64_t step = 0;
-    const double ms = MedianMs(warmup, reps, [&] {
+    const double ms = MedianEventMs(warmup, reps, [&] {
       rt.attention(q, k, v, step, 0);
       step = step + 1 < m.steps ? step + 1 : 1;
     });
@@ -140,17 +119,17 @@ void RunShape(const Shape& sh, int repeats) {
     p.mask_refresh = 100000;
     Schedule s = base;
     s.heads.assign(1, std::vector<HeadPattern>(static_cast<size_t>(sh.heads), p));
+    // The same schedule with the kernel call forced each way (row-index gather, permuted copies).
+    auto both_calls = [&](const char* label, const Schedule& sched) {
+      char name[96];
+      for (const char* side : {"gather", "permute"}) {
+        const Env e("PERMUTE", side[0] == 'g' ? "0" : "1");
+        std::snprintf(name, sizeof name, "block_sparse_cached %s %.2f %s", label, keep, side);
+        row(name, sched, repeats);
+      }
+    };
+    both_calls("keep", s);
     char name[96];
-    {
-      const Env e("PERMUTE", "0");
-      std::snprintf(name, sizeof name, "block_sparse_cached keep %.2f gather", keep);
-      row(name, s, repeats);
-    }
-    {
-      const Env e("PERMUTE", "1");
-      std::snprintf(name, sizeof name, "block_sparse_cached keep %.2f permute", keep);
-      row(name, s, repeats);
-    }
     std::snprintf(name, sizeof name, "block_sparse_cached keep %.2f auto", keep);
     row(name, s, repeats);
     if (keep <= 0.2) {
@@ -159,16 +138,7 @@ void RunShape(const Shape& sh, int repeats) {
       lean.first_frame_sink = false;
       Schedule ls = base;
       ls.heads.assign(1, std::vector<HeadPattern>(static_cast<size_t>(sh.heads), lean));
-      {
-        const Env e("PERMUTE", "0");
-        std::snprintf(name, sizeof name, "block_sparse_cached nosink %.2f gather", keep);
-        row(name, ls, repeats);
-      }
-      {
-        const Env e("PERMUTE", "1");
-        std::snprintf(name, sizeof name, "block_sparse_cached nosink %.2f permute", keep);
-        row(name, ls, repeats);
-      }
+      both_calls("nosink", ls);
     }
     if (keep == 0.2) {
       s.heads[0].assign(static_cast<size_t>(sh.heads), [&] {
@@ -192,7 +162,7 @@ void RunShape(const Shape& sh, int repeats) {
   auto reuse_row = [&](const std::string& name, const Schedule& sched, int reps, int warm) {
     Runtime rt(sched);
     int64_t step = 1;
-    const double ms = MedianMs(warm, reps, [&] {
+    const double ms = MedianEventMs(warm, reps, [&] {
       rt.attention(q, k, v, step, 0);
       step = step + 1 < m.steps ? step + 1 : 1;
     });
